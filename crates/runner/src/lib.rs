@@ -1,1 +1,34 @@
-//! placeholder
+//! Runs a sweep's jobs: the worker loop (claim a job, train it, write the result, repeat,
+//! holding a lease while it trains) and the scheduler that starts, watches and replaces worker
+//! processes on one host.
+//!
+//! The runner is the only crate that knows both the store and the trainer. It does not parse
+//! configs, choose exit codes or print for users: the CLI does, through the outcomes returned
+//! here. Workers are separate OS processes (the `lifesweep work` command) so that a crash, an
+//! out-of-memory kill or a stuck kernel in one run never takes down the others.
+
+mod device;
+mod host;
+mod scheduler;
+mod worker;
+
+pub use device::{parse_device, DeviceSpec};
+pub use host::{hostname, pid_alive};
+pub use scheduler::{run_scheduler, SchedulerConfig, SchedulerOutcome};
+pub use worker::{run_worker, WorkerConfig, WorkerSummary};
+
+/// What can stop the runner. Failed training runs are not errors here: they are stored as
+/// failed jobs and counted in the outcomes.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(transparent)]
+    Store(#[from] lifesweep_store::StoreError),
+    #[error("device {spec:?}: {message}")]
+    Device { spec: String, message: String },
+    #[error("could not start worker process {exe}: {source}")]
+    Spawn { exe: String, source: std::io::Error },
+    #[error("writing weights to {path}: {source}")]
+    Weights { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Internal(String),
+}

@@ -1,7 +1,5 @@
 //! The TOML sweep file: `[sweep]`, `[grid]`, `[train]`, `[eval]`.
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
 
 use crate::params::{TrainParams, EVAL_KEYS, TRAIN_KEYS};

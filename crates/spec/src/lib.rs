@@ -8,7 +8,7 @@
 mod config;
 mod params;
 
-pub use config::{Axis, JobSpec, SweepSpec};
+pub use config::{group_keys_for, Axis, JobSpec, SweepSpec};
 pub use params::{Activation, LossPoint, RunMetrics, TrainParams, EVAL_KEYS, TRAIN_KEYS};
 
 use sha2::{Digest, Sha256};

@@ -1,0 +1,22 @@
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::SubmitArgs;
+use crate::common;
+
+pub fn submit(args: SubmitArgs, quiet: bool) -> Result<ExitCode> {
+    let (spec, text) = common::load_spec(&args.config)?;
+    let runtime = common::runtime()?;
+    runtime.block_on(async {
+        let store = common::open_store(&args.db.db).await?;
+        let outcome = store.submit_sweep(&spec, &text, args.max_attempts).await?;
+        if !quiet {
+            println!(
+                "sweep {}: {} jobs added, {} already present ({})",
+                spec.name, outcome.added, outcome.existing, args.db.db
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,40 @@
+use std::process::ExitCode;
+
+use anyhow::Result;
+use lifesweep_runner::{parse_device, run_worker, WorkerConfig};
+
+use crate::cli::WorkArgs;
+use crate::common;
+
+pub fn work(args: WorkArgs) -> Result<ExitCode> {
+    // candle's CPU kernels size their thread pool from this variable; set it before any pool
+    // exists. A scheduler already sets it for the workers it starts.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", args.threads.to_string());
+    }
+    let device = parse_device(&args.device)?;
+    device.open()?; // a build without CUDA fails here, before any job is claimed
+    let heartbeat = common::heartbeat(args.heartbeat)?;
+    let worker_id = args
+        .worker_id
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", lifesweep_runner::hostname(), std::process::id()));
+    let config = WorkerConfig {
+        worker_id,
+        sweep: args.sweep.clone(),
+        device,
+        heartbeat,
+        lease: heartbeat * 3,
+        exit_when_idle: args.exit_when_idle,
+        poll_interval: std::time::Duration::from_secs(2),
+        weights_dir: common::weights_dir(&args.db.db),
+        max_jobs: args.max_jobs,
+    };
+    let runtime = common::runtime()?;
+    runtime.block_on(async {
+        let stop = common::stop_on_signals()?;
+        let store = common::open_store(&args.db.db).await?;
+        let summary = run_worker(&store, &config, stop).await?;
+        Ok(if summary.stopped { ExitCode::from(common::EXIT_INTERRUPTED) } else { ExitCode::SUCCESS })
+    })
+}

@@ -1,0 +1,248 @@
+//! The worker loop: claim a job, train it while renewing the lease, write the result.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lifesweep_store::{ClaimedJob, RunRecord, Store, WorkerInfo};
+use lifesweep_train::{train_and_evaluate, TrainControl, TrainError, TrainOutcome};
+use tracing::{info, warn};
+
+use crate::{DeviceSpec, RunnerError};
+
+/// How one worker process behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Unique among all workers of the database, e.g. `host:pid:n`.
+    pub worker_id: String,
+    /// Only claim jobs of this sweep (all sweeps when `None`).
+    pub sweep: Option<String>,
+    pub device: DeviceSpec,
+    /// How often the lease of the job in hand is renewed.
+    pub heartbeat: Duration,
+    /// How long a lease lasts without renewal (a multiple of `heartbeat`).
+    pub lease: Duration,
+    /// Exit when no job is queued, instead of waiting for new ones.
+    pub exit_when_idle: bool,
+    /// How long to wait between polls for new jobs when not exiting on idle.
+    pub poll_interval: Duration,
+    /// Where `save_weights` runs write their safetensors files.
+    pub weights_dir: PathBuf,
+    /// Stop after this many jobs (`None`: no limit).
+    pub max_jobs: Option<u64>,
+}
+
+/// What a worker did before it stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerSummary {
+    pub completed: u64,
+    pub failed: u64,
+    /// Results thrown away because the lease had been lost.
+    pub discarded: u64,
+    /// Jobs handed back to the queue because the worker was asked to stop.
+    pub released: u64,
+    /// Whether the worker stopped because it was asked to.
+    pub stopped: bool,
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Runs the worker loop until the queue is empty (with `exit_when_idle`), `stop` is set, or
+/// `max_jobs` jobs were handled. Training failures are stored on their jobs, never returned.
+pub async fn run_worker(
+    store: &Store,
+    config: &WorkerConfig,
+    stop: Arc<AtomicBool>,
+) -> Result<WorkerSummary, RunnerError> {
+    let device = config.device.open()?;
+    let label = config.device.label();
+    store
+        .register_worker(&WorkerInfo {
+            id: config.worker_id.clone(),
+            host: crate::hostname(),
+            pid: std::process::id(),
+            device: label.clone(),
+        })
+        .await?;
+    info!(worker = %config.worker_id, device = %label, "worker started");
+
+    let mut summary = WorkerSummary::default();
+    let result = loop {
+        if stop.load(Ordering::SeqCst) {
+            summary.stopped = true;
+            break Ok(());
+        }
+        if config.max_jobs.is_some_and(|max| summary.completed + summary.failed >= max) {
+            break Ok(());
+        }
+        let job = match store.claim_next_job(&config.worker_id, config.sweep.as_deref(), config.lease).await {
+            Ok(job) => job,
+            Err(e) => break Err(RunnerError::from(e)),
+        };
+        let Some(job) = job else {
+            if config.exit_when_idle {
+                break Ok(());
+            }
+            sleep_unless_stopped(config.poll_interval, &stop).await;
+            continue;
+        };
+        if let Err(e) = run_one_job(store, config, &device, &label, job, &stop, &mut summary).await {
+            break Err(e);
+        }
+    };
+    if let Err(e) = store.worker_stopped(&config.worker_id).await {
+        warn!(worker = %config.worker_id, "could not record the worker's stop: {e}");
+    }
+    info!(worker = %config.worker_id, ?summary, "worker stopped");
+    result.map(|()| summary)
+}
+
+async fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
+    let step = Duration::from_millis(100);
+    let mut waited = Duration::ZERO;
+    while waited < total && !stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(step).await;
+        waited += step;
+    }
+}
+
+enum Finished {
+    Trained(Box<TrainOutcome>),
+    Failed(TrainError),
+    Panicked(String),
+}
+
+async fn run_one_job(
+    store: &Store,
+    config: &WorkerConfig,
+    device: &candle_core::Device,
+    label: &str,
+    job: ClaimedJob,
+    stop: &Arc<AtomicBool>,
+    summary: &mut WorkerSummary,
+) -> Result<(), RunnerError> {
+    info!(job = job.job_id, key = %job.key, attempt = job.attempt, "claimed");
+    let started_at = now_secs();
+    // Set when the lease is lost: training stops early and its result is discarded.
+    let lease_lost = Arc::new(AtomicBool::new(false));
+
+    let mut training = {
+        let params = job.params.clone();
+        let device = device.clone();
+        let label = label.to_string();
+        let stop = Arc::clone(stop);
+        let lease_lost = Arc::clone(&lease_lost);
+        tokio::task::spawn_blocking(move || {
+            let should_stop = move || stop.load(Ordering::SeqCst) || lease_lost.load(Ordering::SeqCst);
+            let on_progress = |_batch: u32| {};
+            let control = TrainControl { should_stop: &should_stop, on_progress: &on_progress };
+            match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                train_and_evaluate(&params, &device, &label, &control)
+            })) {
+                Ok(Ok(outcome)) => Finished::Trained(Box::new(outcome)),
+                Ok(Err(e)) => Finished::Failed(e),
+                Err(panic) => Finished::Panicked(panic_message(&panic)),
+            }
+        })
+    };
+
+    let mut heartbeat = tokio::time::interval(config.heartbeat);
+    heartbeat.tick().await; // the first tick is immediate
+    let finished = loop {
+        tokio::select! {
+            joined = &mut training => {
+                break joined.unwrap_or_else(|e| Finished::Panicked(e.to_string()));
+            }
+            _ = heartbeat.tick() => {
+                match store.renew_lease(job.job_id, &config.worker_id, config.lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        warn!(job = job.job_id, key = %job.key, "lease lost (the job was given to another worker); stopping this run and discarding its result");
+                        lease_lost.store(true, Ordering::SeqCst);
+                    }
+                    // A slow or busy database is not a lost lease: keep training, retry next beat.
+                    Err(e) => warn!(job = job.job_id, "could not renew the lease: {e}"),
+                }
+            }
+        }
+    };
+    let finished_at = now_secs();
+
+    if lease_lost.load(Ordering::SeqCst) {
+        summary.discarded += 1;
+        return Ok(());
+    }
+
+    match finished {
+        Finished::Trained(outcome) => {
+            let weights_path = if job.params.save_weights {
+                Some(save_weights(config, &job, &outcome)?)
+            } else {
+                None
+            };
+            let record = RunRecord { metrics: outcome.metrics.clone(), started_at, finished_at, weights_path };
+            if store.complete_job(job.job_id, &config.worker_id, job.attempt, &record).await? {
+                info!(
+                    job = job.job_id,
+                    key = %job.key,
+                    success_rate = outcome.metrics.success_rate,
+                    seconds = outcome.metrics.wall_seconds,
+                    "done"
+                );
+                summary.completed += 1;
+            } else {
+                warn!(job = job.job_id, key = %job.key, "lease lost before the result was written; result discarded");
+                summary.discarded += 1;
+            }
+        }
+        Finished::Failed(TrainError::Interrupted) => {
+            store.release_job(job.job_id, &config.worker_id, job.attempt).await?;
+            info!(job = job.job_id, key = %job.key, "interrupted; job handed back to the queue");
+            summary.released += 1;
+        }
+        Finished::Failed(error) => {
+            let retryable = !error.is_run_failure();
+            warn!(job = job.job_id, key = %job.key, retryable, "run failed: {error}");
+            store.fail_job(job.job_id, &config.worker_id, job.attempt, &error.to_string(), retryable).await?;
+            summary.failed += 1;
+        }
+        Finished::Panicked(message) => {
+            warn!(job = job.job_id, key = %job.key, "training panicked: {message}");
+            store
+                .fail_job(job.job_id, &config.worker_id, job.attempt, &format!("training panicked: {message}"), true)
+                .await?;
+            summary.failed += 1;
+        }
+    }
+    Ok(())
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_string()
+    }
+}
+
+/// Writes the run's weights as `<weights_dir>/<sweep>/<key>.safetensors` (atomically, through
+/// a temporary file) and returns the path.
+fn save_weights(config: &WorkerConfig, job: &ClaimedJob, outcome: &TrainOutcome) -> Result<String, RunnerError> {
+    let dir = config.weights_dir.join(&job.sweep);
+    let path = dir.join(format!("{}.safetensors", job.key));
+    let tmp = dir.join(format!(".{}.{}.tmp", job.key, std::process::id()));
+    let io_err = |source| RunnerError::Weights { path: path.display().to_string(), source };
+    std::fs::create_dir_all(&dir).map_err(io_err)?;
+    let tensors: HashMap<String, candle_core::Tensor> = outcome.weights.iter().cloned().collect();
+    candle_core::safetensors::save(&tensors, &tmp)
+        .map_err(|e| io_err(std::io::Error::other(e.to_string())))?;
+    std::fs::rename(&tmp, &path).map_err(io_err)?;
+    Ok(path.display().to_string())
+}
