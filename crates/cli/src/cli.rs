@@ -75,6 +75,9 @@ pub struct SubmitArgs {
     /// Attempts per job before it is marked failed.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
+    /// Check the config and count its jobs; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
