@@ -1,7 +1,6 @@
 //! The scheduler of one host: starts worker processes, watches them, replaces those that die,
 //! and stops them on request.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
