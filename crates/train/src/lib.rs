@@ -1,1 +1,94 @@
-//! placeholder
+//! The seed's network on candle: build it (random, presolved or from saved weights), train it
+//! on fresh random boards with Adam, and evaluate it on held-out boards.
+//!
+//! One run is [`train_and_evaluate`]: it takes validated [`TrainParams`], a candle
+//! [`Device`](candle_core::Device) and a [`TrainControl`] (stop flag and progress callback),
+//! and returns the run's [`RunMetrics`] plus the named trained weights. Every random number (initial weights,
+//! training boards, dropout and RReLU noise, evaluation boards) comes from the seeded host
+//! streams of [`lifesweep_life::stream_rng`], so the same parameters on the CPU give
+//! bit-identical results (with one rayon thread, as the workers run).
+//!
+//! This crate deliberately does no file IO and no SQL, reads no environment variables and
+//! prints nothing (it logs through `tracing`): saving weights as safetensors, storing metrics
+//! and scheduling runs belong to the callers.
+//!
+//! Reading order: [`network`] (architecture, initialisation, presolve and the three
+//! formulations of the forward pass), [`fused`] (the CPU kernels of the fast path), [`loss`],
+//! [`mod@train`] (the loop) and [`mod@eval`].
+
+pub mod eval;
+pub mod fused;
+pub mod loss;
+mod math;
+pub mod network;
+pub mod train;
+
+pub use eval::{evaluate, EvalResult};
+pub use network::{presolved_network, Formulation, Network, Pass};
+pub use train::{train, train_and_evaluate, TrainControl, TrainOutcome};
+
+pub use lifesweep_spec::{Activation, LossPoint, RunMetrics, TrainParams};
+
+/// Why a training run did not produce metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The parameters break a rule that serde cannot check (see [`TrainParams::validate`]).
+    #[error("invalid training parameter {key}: {message}")]
+    InvalidParams { key: &'static str, message: String },
+    /// The training loss became NaN or infinite at this (1-based) batch. This is a result of
+    /// the run, reproducible from its parameters, not an infrastructure failure.
+    #[error("training diverged at batch {batch}: the loss is {loss}")]
+    Diverged { batch: u32, loss: f64 },
+    /// The caller's `should_stop` asked the run to stop.
+    #[error("training interrupted on request")]
+    Interrupted,
+    /// A weight set handed to [`Network::from_weights`] does not fit the network.
+    #[error("weight {name}: {message}")]
+    BadWeights { name: String, message: String },
+    /// An error of candle (tensor shapes, device, allocation).
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl TrainError {
+    /// Whether the error is an outcome of the run itself, deterministic given its parameters,
+    /// so that retrying would only repeat it (today: [`TrainError::Diverged`]). Everything
+    /// else is bad input, a request to stop, or infrastructure.
+    pub fn is_run_failure(&self) -> bool {
+        matches!(self, TrainError::Diverged { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_divergence_is_a_run_failure() {
+        assert!(TrainError::Diverged {
+            batch: 3,
+            loss: f64::NAN
+        }
+        .is_run_failure());
+        assert!(!TrainError::Interrupted.is_run_failure());
+        assert!(!TrainError::InvalidParams {
+            key: "steps",
+            message: String::new()
+        }
+        .is_run_failure());
+        let candle = candle_core::Error::Msg("oops".into());
+        assert!(!TrainError::from(candle).is_run_failure());
+    }
+
+    #[test]
+    fn error_messages_say_what_and_where() {
+        let e = TrainError::Diverged {
+            batch: 17,
+            loss: f64::INFINITY,
+        };
+        assert_eq!(
+            e.to_string(),
+            "training diverged at batch 17: the loss is inf"
+        );
+    }
+}
