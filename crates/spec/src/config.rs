@@ -73,7 +73,8 @@ fn set_param(params: &TrainParams, key: &str, value: &toml::Value) -> Result<Tra
     TrainParams::deserialize(toml::Value::Table(table)).map_err(|e| {
         // serde's message says what was expected; make it read as a sentence about the value.
         let msg = e.to_string();
-        let msg = msg.trim().trim_end_matches('.').to_string();
+        let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+        let msg = msg.split(" in `").next().unwrap_or(&msg).trim_end_matches('.');
         format!("{msg} (got {value})")
     })
 }
