@@ -26,12 +26,26 @@ pub struct Cli {
 pub enum Command {
     /// Submit a sweep and run it to the end with worker processes on this machine.
     Run(RunArgs),
+    /// Continue an interrupted sweep: re-queue the jobs of dead workers, run what is missing.
+    Resume(ResumeArgs),
+    /// Re-queue a sweep's failed jobs (with fresh attempts).
+    Retry(RetryArgs),
+    /// Cancel a sweep's queued jobs (running ones finish; `retry --cancelled` undoes it).
+    Cancel(CancelArgs),
     /// Add a sweep's jobs to the database without running them.
     Submit(SubmitArgs),
     /// Be one worker: claim jobs, train them, write results, until the queue is empty.
     Work(WorkArgs),
     /// Success probability per grid point (or one row per run).
     Results(ResultsArgs),
+    /// Draw the sweep's figures (SVG and PNG) into a directory.
+    Plot(PlotArgs),
+    /// Write report.html (self-contained) and report.md with tables and figures.
+    Report(ReportArgs),
+    /// Jobs by state, recent runs per minute, time left, failures with their last error.
+    Status(StatusArgs),
+    /// One record per run with every parameter and metric (json adds the loss curve).
+    Export(ExportArgs),
     /// Print the boards the training generator makes and their targets.
     Boards(BoardsArgs),
 }
@@ -49,6 +63,19 @@ pub struct RunArgs {
     pub config: PathBuf,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+    /// Attempts per job before it is marked failed.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// How the final table is printed.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+/// How `run` and `resume` run workers on this machine.
+#[derive(Debug, Args)]
+pub struct PoolArgs {
     /// Worker processes (default: the number of cores).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub workers: Option<u32>,
@@ -58,12 +85,44 @@ pub struct RunArgs {
     /// Seconds between lease renewals of a job in hand; a lease lasts three of these.
     #[arg(long, default_value_t = 10.0)]
     pub heartbeat: f64,
-    /// Attempts per job before it is marked failed.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub max_attempts: u32,
+    /// After Ctrl-C or SIGTERM, seconds workers get to hand back their jobs before SIGKILL.
+    #[arg(long, default_value_t = 30.0)]
+    pub grace: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The sweep (default: the only one in the database).
+    pub sweep: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub pool: PoolArgs,
     /// How the final table is printed.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The sweep (default: the only one in the database).
+    pub sweep: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Re-queue failed jobs.
+    #[arg(long)]
+    pub failed: bool,
+    /// Re-queue cancelled jobs.
+    #[arg(long)]
+    pub cancelled: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The sweep (default: the only one in the database).
+    pub sweep: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +183,76 @@ pub struct ResultsArgs {
     /// Keep only runs whose parameter has this value, e.g. --where steps=2 (repeatable).
     #[arg(long = "where", value_name = "KEY=VALUE")]
     pub filters: Vec<String>,
+    /// Order rows by these columns, e.g. --sort success_probability:desc,steps (comma
+    /// separated; ascending unless :desc; empty cells last).
+    #[arg(long, value_delimiter = ',', value_name = "COLUMN[:desc]")]
+    pub sort: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// The sweep (default: the only one in the database).
+    pub sweep: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Directory for the figures (created if missing; files of the same name are replaced).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Keep only runs whose parameter has this value, e.g. --where d_factor=1 (repeatable).
+    #[arg(long = "where", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The sweep (default: the only one in the database).
+    pub sweep: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Directory for report.html, report.md and the figures (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Keep only runs whose parameter has this value, e.g. --where d_factor=1 (repeatable).
+    #[arg(long = "where", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The sweep (default: the only one in the database).
+    pub sweep: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Minutes over which the rate of finished runs (and so the ETA) is measured.
+    #[arg(long, default_value_t = 5.0, value_name = "MINUTES")]
+    pub window: f64,
+    /// table: a summary for people; json: one object; csv: the failed jobs.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The sweep (default: the only one in the database).
+    pub sweep: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+    pub format: ExportFormat,
+    /// Write to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Keep only runs whose parameter has this value, e.g. --where steps=2 (repeatable).
+    #[arg(long = "where", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One line per run; the loss curve is left out (see json).
+    Csv,
+    /// An array of objects, one per run, each with its loss curve.
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -33,8 +33,10 @@ impl DeviceSpec {
                             .to_string(),
                     });
                 }
-                Device::new_cuda(*i)
-                    .map_err(|e| RunnerError::Device { spec: self.label(), message: e.to_string() })
+                Device::new_cuda(*i).map_err(|e| RunnerError::Device {
+                    spec: self.label(),
+                    message: e.to_string(),
+                })
             }
         }
     }
@@ -42,7 +44,10 @@ impl DeviceSpec {
 
 /// Parses `cpu` or `cuda:N` (`cuda` alone means `cuda:0`).
 pub fn parse_device(text: &str) -> Result<DeviceSpec, RunnerError> {
-    let bad = |message: &str| RunnerError::Device { spec: text.to_string(), message: message.to_string() };
+    let bad = |message: &str| RunnerError::Device {
+        spec: text.to_string(),
+        message: message.to_string(),
+    };
     match text.trim() {
         "cpu" => Ok(DeviceSpec::Cpu),
         "cuda" => Ok(DeviceSpec::Cuda(0)),

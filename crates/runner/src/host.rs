@@ -1,5 +1,33 @@
 //! Facts about this host that the scheduler and resume need.
 
+use lifesweep_store::Store;
+use tracing::info;
+
+use crate::RunnerError;
+
+/// Re-queues at once the jobs held by workers of this host whose process is gone (the
+/// orchestrator was killed, the machine rebooted), instead of waiting for their leases to run
+/// out. Workers on other hosts are left to their leases. Returns how many jobs were re-queued.
+pub async fn requeue_dead_local_workers(store: &Store) -> Result<u64, RunnerError> {
+    let host = hostname();
+    let dead: Vec<String> = store
+        .workers_on_host(&host)
+        .await?
+        .into_iter()
+        .filter(|w| w.stopped_at.is_none() && !pid_alive(w.info.pid))
+        .map(|w| w.info.id)
+        .collect();
+    if dead.is_empty() {
+        return Ok(0);
+    }
+    let requeued = store.requeue_jobs_of_dead_workers(&dead).await?;
+    info!(
+        workers = dead.len(),
+        requeued, "re-queued the jobs of dead workers on this host"
+    );
+    Ok(requeued)
+}
+
 /// This machine's host name (empty string if the OS will not say).
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -28,7 +56,9 @@ pub fn pid_alive(pid: u32) -> bool {
     }
     // A zombie has exited; it only waits to be reaped.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(") ").map_or(true, |(_, rest)| !rest.starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .map_or(true, |(_, rest)| !rest.starts_with('Z')),
         Err(_) => true,
     }
 }

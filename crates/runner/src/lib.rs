@@ -13,7 +13,7 @@ mod scheduler;
 mod worker;
 
 pub use device::{parse_device, DeviceSpec};
-pub use host::{hostname, pid_alive};
+pub use host::{hostname, pid_alive, requeue_dead_local_workers};
 pub use scheduler::{run_scheduler, SchedulerConfig, SchedulerOutcome};
 pub use worker::{run_worker, WorkerConfig, WorkerSummary};
 
@@ -28,7 +28,10 @@ pub enum RunnerError {
     #[error("could not start worker process {exe}: {source}")]
     Spawn { exe: String, source: std::io::Error },
     #[error("writing weights to {path}: {source}")]
-    Weights { path: String, source: std::io::Error },
+    Weights {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Internal(String),
 }

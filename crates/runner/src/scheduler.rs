@@ -125,7 +125,11 @@ pub async fn run_scheduler(
 
         if stop_deadline.is_some() {
             if workers.is_empty() {
-                return Ok(SchedulerOutcome { counts, interrupted: true, workers_lost });
+                return Ok(SchedulerOutcome {
+                    counts,
+                    interrupted: true,
+                    workers_lost,
+                });
             }
         } else {
             if workers_lost > max_lost {
@@ -153,11 +157,16 @@ pub async fn run_scheduler(
                     workers.push(spawn_worker(config, &host, &mut next_index)?);
                 }
             } else if workers.is_empty() && counts.queued == 0 && counts.running == 0 {
-                return Ok(SchedulerOutcome { counts, interrupted: false, workers_lost });
+                return Ok(SchedulerOutcome {
+                    counts,
+                    interrupted: false,
+                    workers_lost,
+                });
             }
             if idle_restarts > 1000 {
                 return Err(RunnerError::Internal(
-                    "workers keep exiting while jobs stay queued; check `lifesweep status`".to_string(),
+                    "workers keep exiting while jobs stay queued; check `lifesweep status`"
+                        .to_string(),
                 ));
             }
         }
@@ -192,7 +201,11 @@ fn signal(child: &Child, signal: libc::c_int) {
     }
 }
 
-fn spawn_worker(config: &SchedulerConfig, host: &str, next_index: &mut usize) -> Result<Worker, RunnerError> {
+fn spawn_worker(
+    config: &SchedulerConfig,
+    host: &str,
+    next_index: &mut usize,
+) -> Result<Worker, RunnerError> {
     let index = *next_index;
     *next_index += 1;
     let id = format!("{host}:{}:w{index}", std::process::id());
@@ -223,9 +236,10 @@ fn spawn_worker(config: &SchedulerConfig, host: &str, next_index: &mut usize) ->
             Ok(())
         });
     }
-    let child = command
-        .spawn()
-        .map_err(|source| RunnerError::Spawn { exe: config.exe.display().to_string(), source })?;
+    let child = command.spawn().map_err(|source| RunnerError::Spawn {
+        exe: config.exe.display().to_string(),
+        source,
+    })?;
     info!(worker = %id, pid = child.id(), "worker started");
     Ok(Worker { id, child })
 }

@@ -49,7 +49,9 @@ pub struct WorkerSummary {
 }
 
 fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Runs the worker loop until the queue is empty (with `exit_when_idle`), `stop` is set, or
@@ -77,10 +79,16 @@ pub async fn run_worker(
             summary.stopped = true;
             break Ok(());
         }
-        if config.max_jobs.is_some_and(|max| summary.completed + summary.failed >= max) {
+        if config
+            .max_jobs
+            .is_some_and(|max| summary.completed + summary.failed >= max)
+        {
             break Ok(());
         }
-        let job = match store.claim_next_job(&config.worker_id, config.sweep.as_deref(), config.lease).await {
+        let job = match store
+            .claim_next_job(&config.worker_id, config.sweep.as_deref(), config.lease)
+            .await
+        {
             Ok(job) => job,
             Err(e) => break Err(RunnerError::from(e)),
         };
@@ -91,7 +99,8 @@ pub async fn run_worker(
             sleep_unless_stopped(config.poll_interval, &stop).await;
             continue;
         };
-        if let Err(e) = run_one_job(store, config, &device, &label, job, &stop, &mut summary).await {
+        if let Err(e) = run_one_job(store, config, &device, &label, job, &stop, &mut summary).await
+        {
             break Err(e);
         }
     };
@@ -138,9 +147,13 @@ async fn run_one_job(
         let stop = Arc::clone(stop);
         let lease_lost = Arc::clone(&lease_lost);
         tokio::task::spawn_blocking(move || {
-            let should_stop = move || stop.load(Ordering::SeqCst) || lease_lost.load(Ordering::SeqCst);
+            let should_stop =
+                move || stop.load(Ordering::SeqCst) || lease_lost.load(Ordering::SeqCst);
             let on_progress = |_batch: u32| {};
-            let control = TrainControl { should_stop: &should_stop, on_progress: &on_progress };
+            let control = TrainControl {
+                should_stop: &should_stop,
+                on_progress: &on_progress,
+            };
             match std::panic::catch_unwind(AssertUnwindSafe(|| {
                 train_and_evaluate(&params, &device, &label, &control)
             })) {
@@ -185,8 +198,16 @@ async fn run_one_job(
             } else {
                 None
             };
-            let record = RunRecord { metrics: outcome.metrics.clone(), started_at, finished_at, weights_path };
-            if store.complete_job(job.job_id, &config.worker_id, job.attempt, &record).await? {
+            let record = RunRecord {
+                metrics: outcome.metrics.clone(),
+                started_at,
+                finished_at,
+                weights_path,
+            };
+            if store
+                .complete_job(job.job_id, &config.worker_id, job.attempt, &record)
+                .await?
+            {
                 info!(
                     job = job.job_id,
                     key = %job.key,
@@ -201,20 +222,36 @@ async fn run_one_job(
             }
         }
         Finished::Failed(TrainError::Interrupted) => {
-            store.release_job(job.job_id, &config.worker_id, job.attempt).await?;
+            store
+                .release_job(job.job_id, &config.worker_id, job.attempt)
+                .await?;
             info!(job = job.job_id, key = %job.key, "interrupted; job handed back to the queue");
             summary.released += 1;
         }
         Finished::Failed(error) => {
             let retryable = !error.is_run_failure();
             warn!(job = job.job_id, key = %job.key, retryable, "run failed: {error}");
-            store.fail_job(job.job_id, &config.worker_id, job.attempt, &error.to_string(), retryable).await?;
+            store
+                .fail_job(
+                    job.job_id,
+                    &config.worker_id,
+                    job.attempt,
+                    &error.to_string(),
+                    retryable,
+                )
+                .await?;
             summary.failed += 1;
         }
         Finished::Panicked(message) => {
             warn!(job = job.job_id, key = %job.key, "training panicked: {message}");
             store
-                .fail_job(job.job_id, &config.worker_id, job.attempt, &format!("training panicked: {message}"), true)
+                .fail_job(
+                    job.job_id,
+                    &config.worker_id,
+                    job.attempt,
+                    &format!("training panicked: {message}"),
+                    true,
+                )
                 .await?;
             summary.failed += 1;
         }
@@ -234,11 +271,18 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 /// Writes the run's weights as `<weights_dir>/<sweep>/<key>.safetensors` (atomically, through
 /// a temporary file) and returns the path.
-fn save_weights(config: &WorkerConfig, job: &ClaimedJob, outcome: &TrainOutcome) -> Result<String, RunnerError> {
+fn save_weights(
+    config: &WorkerConfig,
+    job: &ClaimedJob,
+    outcome: &TrainOutcome,
+) -> Result<String, RunnerError> {
     let dir = config.weights_dir.join(&job.sweep);
     let path = dir.join(format!("{}.safetensors", job.key));
     let tmp = dir.join(format!(".{}.{}.tmp", job.key, std::process::id()));
-    let io_err = |source| RunnerError::Weights { path: path.display().to_string(), source };
+    let io_err = |source| RunnerError::Weights {
+        path: path.display().to_string(),
+        source,
+    };
     std::fs::create_dir_all(&dir).map_err(io_err)?;
     let tensors: HashMap<String, candle_core::Tensor> = outcome.weights.iter().cloned().collect();
     candle_core::safetensors::save(&tensors, &tmp)

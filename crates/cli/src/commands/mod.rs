@@ -1,8 +1,15 @@
 //! One module per subcommand.
 
 mod boards;
+mod cancel;
+mod export;
+mod plot;
+mod report;
 mod results;
+mod resume;
+mod retry;
 mod run;
+mod status;
 mod submit;
 mod work;
 
@@ -16,9 +23,16 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
     let quiet = cli.quiet;
     match cli.command {
         Command::Run(args) => run::run(args, quiet, cli.verbose),
+        Command::Resume(args) => resume::resume(args, quiet, cli.verbose),
+        Command::Retry(args) => retry::retry(args, quiet),
+        Command::Cancel(args) => cancel::cancel(args, quiet),
         Command::Submit(args) => submit::submit(args, quiet),
         Command::Work(args) => work::work(args),
         Command::Results(args) => results::results(args),
+        Command::Plot(args) => plot::plot(args, quiet),
+        Command::Report(args) => report::report(args, quiet),
+        Command::Status(args) => status::status(args),
+        Command::Export(args) => export::export(args),
         Command::Boards(args) => boards::boards(args),
     }
 }

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod boards;
+mod crash;
 mod end_to_end;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,36 @@
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::ResumeArgs;
+use crate::commands::run::{drive_sweep, scheduler_config};
+use crate::common;
+
+pub fn resume(args: ResumeArgs, quiet: bool, verbose: u8) -> Result<ExitCode> {
+    let runtime = common::runtime()?;
+    runtime.block_on(async {
+        let store = common::open_existing_store(&args.db.db).await?;
+        let sweep = store.resolve_sweep(args.sweep.as_deref()).await?;
+        let config = scheduler_config(&args.pool, &args.db.db, &sweep, quiet, verbose)?;
+        let axes = store
+            .sweeps()
+            .await?
+            .into_iter()
+            .find(|s| s.name == sweep)
+            .map(|s| s.axes)
+            .unwrap_or_default();
+        let group_keys = lifesweep_spec::group_keys_for(&axes);
+        let stop = common::stop_on_signals()?;
+        let resume_hint = format!("lifesweep resume {sweep} --db {}", args.db.db);
+        drive_sweep(
+            &store,
+            &config,
+            &group_keys,
+            args.format,
+            quiet,
+            stop,
+            &resume_hint,
+        )
+        .await
+    })
+}
