@@ -22,16 +22,29 @@ pub fn init_tracing(verbose: u8, quiet: bool) {
         (false, _) => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 /// Reads and validates a sweep config; nothing is written anywhere if this fails.
 pub fn load_spec(path: &Path) -> Result<(SweepSpec, String)> {
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path).with_context(|| format!("{origin}: cannot read the sweep config"))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{origin}: cannot read the sweep config"))?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("sweep");
-    let default_name: String =
-        stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+    let default_name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
     let spec = SweepSpec::parse(&text, &origin, &default_name)?;
     Ok((spec, text))
 }
@@ -49,9 +62,20 @@ pub async fn open_existing_store(db: &str) -> Result<Store> {
 /// Where `save_weights` runs keep their weights: `<dir of db>/<db stem>.weights/`.
 pub fn weights_dir(db: &str) -> PathBuf {
     let path = Path::new(db.strip_prefix("sqlite://").unwrap_or(db));
-    let path = Path::new(path.to_str().unwrap_or("lifesweep.db").split('?').next().unwrap_or("lifesweep.db"));
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("lifesweep");
-    path.parent().unwrap_or(Path::new(".")).join(format!("{stem}.weights"))
+    let path = Path::new(
+        path.to_str()
+            .unwrap_or("lifesweep.db")
+            .split('?')
+            .next()
+            .unwrap_or("lifesweep.db"),
+    );
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("lifesweep");
+    path.parent()
+        .unwrap_or(Path::new("."))
+        .join(format!("{stem}.weights"))
 }
 
 pub fn heartbeat(seconds: f64) -> Result<Duration> {
@@ -66,7 +90,8 @@ pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
     use tokio::signal::unix::{signal, SignalKind};
     let stop = Arc::new(AtomicBool::new(false));
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let flag = Arc::clone(&stop);
     tokio::spawn(async move {
         tokio::select! {
@@ -81,5 +106,8 @@ pub fn stop_on_signals() -> Result<Arc<AtomicBool>> {
 /// A current-thread runtime: the scheduler forks workers from this thread, which must outlive
 /// them for their parent-death signal to mean what it says.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }

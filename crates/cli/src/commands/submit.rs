@@ -8,13 +8,20 @@ use crate::common;
 pub fn submit(args: SubmitArgs, quiet: bool) -> Result<ExitCode> {
     let (spec, text) = common::load_spec(&args.config)?;
     if args.dry_run {
-        let axes: Vec<String> =
-            spec.axes.iter().map(|a| format!("{} ({} values)", a.key, a.values.len())).collect();
+        let axes: Vec<String> = spec
+            .axes
+            .iter()
+            .map(|a| format!("{} ({} values)", a.key, a.values.len()))
+            .collect();
         println!(
             "sweep {}: {} jobs over {}; dry run, nothing written",
             spec.name,
             spec.jobs().len(),
-            if axes.is_empty() { "no grid axes".to_string() } else { axes.join(" x ") }
+            if axes.is_empty() {
+                "no grid axes".to_string()
+            } else {
+                axes.join(" x ")
+            }
         );
         return Ok(ExitCode::SUCCESS);
     }

@@ -35,6 +35,10 @@ pub fn work(args: WorkArgs) -> Result<ExitCode> {
         let stop = common::stop_on_signals()?;
         let store = common::open_store(&args.db.db).await?;
         let summary = run_worker(&store, &config, stop).await?;
-        Ok(if summary.stopped { ExitCode::from(common::EXIT_INTERRUPTED) } else { ExitCode::SUCCESS })
+        Ok(if summary.stopped {
+            ExitCode::from(common::EXIT_INTERRUPTED)
+        } else {
+            ExitCode::SUCCESS
+        })
     })
 }

@@ -4,7 +4,8 @@ use std::fs;
 
 use crate::{expect_code, lifesweep, repo_root, stderr, stdout};
 
-const GOOD: &str = "[grid]\nm_factor = [1, 2]\nseed = [1, 2]\n[train]\nbatches = 2\nbatch_size = 4\n";
+const GOOD: &str =
+    "[grid]\nm_factor = [1, 2]\nseed = [1, 2]\n[train]\nbatches = 2\nbatch_size = 4\n";
 
 /// Each case: config text, the key the message must name.
 const CASES: &[(&str, &str)] = &[
@@ -15,7 +16,10 @@ const CASES: &[(&str, &str)] = &[
     ("[train]\nsteps = 0\n", "[train].steps"),
     ("[train]\nbatches = 0\n", "[train].batches"),
     ("[train]\nbatch_size = 0\n", "[train].batch_size"),
-    ("[grid]\nactivation = [\"ReLU\", \"Swish\"]\n", "[grid].activation"),
+    (
+        "[grid]\nactivation = [\"ReLU\", \"Swish\"]\n",
+        "[grid].activation",
+    ),
     ("[eval]\nboardz = 10\n", "[eval].boardz"),
 ];
 
@@ -27,9 +31,15 @@ fn bad_configs_exit_2_naming_file_and_key_and_write_nothing() {
     for (text, key) in CASES {
         fs::write(&config, text).unwrap();
         for command in ["run", "submit"] {
-            let output = expect_code(lifesweep().arg(command).arg(&config).arg("--db").arg(&db), 2);
+            let output = expect_code(
+                lifesweep().arg(command).arg(&config).arg("--db").arg(&db),
+                2,
+            );
             let err = stderr(&output);
-            assert!(err.contains("bad.toml") && err.contains(key), "{command} on {text:?}: {err}");
+            assert!(
+                err.contains("bad.toml") && err.contains(key),
+                "{command} on {text:?}: {err}"
+            );
             assert!(!db.exists(), "{command} on {text:?} created the database");
         }
     }
@@ -43,7 +53,10 @@ fn toml_syntax_error_names_the_file_and_line() {
     fs::write(&config, "[train]\nbatches = \n").unwrap();
     let output = expect_code(lifesweep().arg("run").arg(&config).arg("--db").arg(&db), 2);
     let err = stderr(&output);
-    assert!(err.contains("broken.toml") && err.contains("line 2"), "{err}");
+    assert!(
+        err.contains("broken.toml") && err.contains("line 2"),
+        "{err}"
+    );
     assert!(!db.exists());
 }
 
@@ -51,7 +64,14 @@ fn toml_syntax_error_names_the_file_and_line() {
 fn missing_config_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("out.db");
-    let output = expect_code(lifesweep().arg("run").arg(dir.path().join("nope.toml")).arg("--db").arg(&db), 2);
+    let output = expect_code(
+        lifesweep()
+            .arg("run")
+            .arg(dir.path().join("nope.toml"))
+            .arg("--db")
+            .arg(&db),
+        2,
+    );
     assert!(stderr(&output).contains("nope.toml"), "{}", stderr(&output));
     assert!(!db.exists());
 }
@@ -68,7 +88,15 @@ fn bad_flags_exit_2_before_writing() {
         &["--heartbeat", "-1"][..],
         &["--max-attempts", "0"][..],
     ] {
-        let output = expect_code(lifesweep().arg("run").arg(&config).arg("--db").arg(&db).args(flags), 2);
+        let output = expect_code(
+            lifesweep()
+                .arg("run")
+                .arg(&config)
+                .arg("--db")
+                .arg(&db)
+                .args(flags),
+            2,
+        );
         assert!(!stderr(&output).is_empty());
         assert!(!db.exists(), "flags {flags:?} created the database");
     }

@@ -24,8 +24,17 @@ boards = 50
 "#;
 
 fn runs_json(db: &std::path::Path) -> Vec<Value> {
-    let output = expect_code(lifesweep().args(["results", "--runs", "--format", "json", "--db"]).arg(db), 0);
-    serde_json::from_str::<Value>(&stdout(&output)).unwrap().as_array().unwrap().clone()
+    let output = expect_code(
+        lifesweep()
+            .args(["results", "--runs", "--format", "json", "--db"])
+            .arg(db),
+        0,
+    );
+    serde_json::from_str::<Value>(&stdout(&output))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 #[test]
@@ -35,13 +44,24 @@ fn tiny_sweep_with_two_workers_lands_one_result_per_job() {
     let db = dir.path().join("sweep.db");
     fs::write(&config, TINY).unwrap();
 
-    let output = expect_code(lifesweep().arg("run").arg(&config).arg("--db").arg(&db).args(["--workers", "2"]), 0);
+    let output = expect_code(
+        lifesweep()
+            .arg("run")
+            .arg(&config)
+            .arg("--db")
+            .arg(&db)
+            .args(["--workers", "2"]),
+        0,
+    );
     let table = stdout(&output);
     assert!(table.contains("success_probability"), "{table}");
 
     let runs = runs_json(&db);
     assert_eq!(runs.len(), 8, "one row per job");
-    let keys: HashSet<&str> = runs.iter().map(|r| r["job_key"].as_str().unwrap()).collect();
+    let keys: HashSet<&str> = runs
+        .iter()
+        .map(|r| r["job_key"].as_str().unwrap())
+        .collect();
     assert_eq!(keys.len(), 8, "no duplicate jobs");
     for run in &runs {
         assert_eq!(run["state"], "done", "{run}");
@@ -55,11 +75,22 @@ fn tiny_sweep_with_two_workers_lands_one_result_per_job() {
     }
     let points: HashSet<(u64, u64, u64)> = runs
         .iter()
-        .map(|r| (r["steps"].as_u64().unwrap(), r["m_factor"].as_u64().unwrap(), r["seed"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r["steps"].as_u64().unwrap(),
+                r["m_factor"].as_u64().unwrap(),
+                r["seed"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(points.len(), 8);
 
-    let csv = stdout(&expect_code(lifesweep().args(["results", "--format", "csv", "--db"]).arg(&db), 0));
+    let csv = stdout(&expect_code(
+        lifesweep()
+            .args(["results", "--format", "csv", "--db"])
+            .arg(&db),
+        0,
+    ));
     let header = csv.lines().next().unwrap();
     assert!(
         header.starts_with("steps,m_factor,d_factor,activation,runs,successes,success_probability,mean_success_rate"),
@@ -72,9 +103,24 @@ fn tiny_sweep_with_two_workers_lands_one_result_per_job() {
     }
 
     // Submitting and running the same config again trains nothing new.
-    let again = expect_code(lifesweep().arg("submit").arg(&config).arg("--db").arg(&db), 0);
-    assert!(stdout(&again).contains("0 jobs added"), "{}", stdout(&again));
-    expect_code(lifesweep().arg("run").arg(&config).arg("--db").arg(&db).args(["--workers", "2"]), 0);
+    let again = expect_code(
+        lifesweep().arg("submit").arg(&config).arg("--db").arg(&db),
+        0,
+    );
+    assert!(
+        stdout(&again).contains("0 jobs added"),
+        "{}",
+        stdout(&again)
+    );
+    expect_code(
+        lifesweep()
+            .arg("run")
+            .arg(&config)
+            .arg("--db")
+            .arg(&db)
+            .args(["--workers", "2"]),
+        0,
+    );
     let runs_after = runs_json(&db);
     assert_eq!(runs_after.len(), 8);
     assert!(runs_after.iter().all(|r| r["attempts"] == 1));
@@ -86,12 +132,25 @@ fn submit_then_work_by_hand() {
     let config = dir.path().join("tiny.toml");
     let db = dir.path().join("manual.db");
     fs::write(&config, TINY).unwrap();
-    let out = expect_code(lifesweep().arg("submit").arg(&config).arg("--db").arg(&db), 0);
+    let out = expect_code(
+        lifesweep().arg("submit").arg(&config).arg("--db").arg(&db),
+        0,
+    );
     assert!(stdout(&out).contains("8 jobs added"), "{}", stdout(&out));
     // LIFESWEEP_DB selects the database as --db does.
-    expect_code(lifesweep().args(["work", "--exit-when-idle", "--max-jobs", "3"]).env("LIFESWEEP_DB", &db), 0);
+    expect_code(
+        lifesweep()
+            .args(["work", "--exit-when-idle", "--max-jobs", "3"])
+            .env("LIFESWEEP_DB", &db),
+        0,
+    );
     let runs = runs_json(&db);
     assert_eq!(runs.iter().filter(|r| r["state"] == "done").count(), 3);
-    expect_code(lifesweep().args(["work", "--exit-when-idle", "--db"]).arg(&db), 0);
+    expect_code(
+        lifesweep()
+            .args(["work", "--exit-when-idle", "--db"])
+            .arg(&db),
+        0,
+    );
     assert!(runs_json(&db).iter().all(|r| r["state"] == "done"));
 }
