@@ -154,3 +154,81 @@ fn submit_then_work_by_hand() {
     );
     assert!(runs_json(&db).iter().all(|r| r["state"] == "done"));
 }
+
+#[test]
+fn a_diverging_run_is_a_recorded_failure_and_the_sweep_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("diverge.toml");
+    let db = dir.path().join("diverge.db");
+    fs::write(
+        &config,
+        "[grid]\nlearning_rate = [0.001, 1e30]\nseed = [1, 2]\n[train]\nbatches = 30\nbatch_size = 8\n\
+         m_factor = 2\n[eval]\nboards = 20\n",
+    )
+    .unwrap();
+    let output = expect_code(
+        lifesweep()
+            .arg("run")
+            .arg(&config)
+            .arg("--db")
+            .arg(&db)
+            .args(["--workers", "1"]),
+        1,
+    );
+    assert!(
+        crate::stderr(&output).contains("2 job(s) failed"),
+        "{}",
+        crate::stderr(&output)
+    );
+    let runs = runs_json(&db);
+    for run in &runs {
+        let huge = run["learning_rate"].as_f64().unwrap() > 1.0;
+        if huge {
+            assert_eq!(run["state"], "failed", "{run}");
+            assert_eq!(
+                run["attempts"], 1,
+                "a diverged run is a result, not retried: {run}"
+            );
+            assert!(run["error"].as_str().unwrap().contains("diverged"), "{run}");
+        } else {
+            assert_eq!(run["state"], "done", "{run}");
+        }
+    }
+}
+
+#[test]
+fn changing_a_fixed_parameter_under_the_same_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tiny.toml");
+    let db = dir.path().join("conflict.db");
+    fs::write(&config, TINY).unwrap();
+    expect_code(
+        lifesweep().arg("submit").arg(&config).arg("--db").arg(&db),
+        0,
+    );
+    fs::write(&config, TINY.replace("batches = 20", "batches = 21")).unwrap();
+    let output = expect_code(
+        lifesweep().arg("submit").arg(&config).arg("--db").arg(&db),
+        2,
+    );
+    let err = crate::stderr(&output);
+    assert!(
+        err.contains("batches") && err.contains("20") && err.contains("21"),
+        "{err}"
+    );
+    // Extending an axis under the same name adds only the new points.
+    fs::write(
+        &config,
+        TINY.replace("m_factor = [1, 2]", "m_factor = [1, 2, 3]"),
+    )
+    .unwrap();
+    let output = expect_code(
+        lifesweep().arg("submit").arg(&config).arg("--db").arg(&db),
+        0,
+    );
+    assert!(
+        stdout(&output).contains("4 jobs added, 8 already present"),
+        "{}",
+        stdout(&output)
+    );
+}

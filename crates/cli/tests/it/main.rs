@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod boards;
+mod concurrency;
 mod crash;
 mod end_to_end;
 
