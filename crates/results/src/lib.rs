@@ -1,14 +1,23 @@
 //! Turns a sweep's runs into what a researcher reads: one row per grid point with the success
-//! probability over seeds and its 95% Wilson interval, or one row per run; rendered as an
-//! aligned table, CSV or JSON.
+//! probability over seeds and its 95% Wilson interval, or one row per run, rendered as an
+//! aligned table, CSV or JSON; the seed's figures (SVG and PNG, via plotters); a report page
+//! (HTML and Markdown); exports with every parameter and metric; a sweep's progress.
 //!
 //! This crate computes and formats; it does not query the database (the caller passes the
-//! rows) and does not write files.
+//! rows) and does not write files (the caller writes the strings and bytes it returns).
 
+mod export;
+pub mod plot;
+pub mod report;
+mod sort;
 mod stats;
+mod status;
 mod table;
 
+pub use export::export_table;
+pub use sort::SortKey;
 pub use stats::{wilson_interval, Z_95};
+pub use status::{human_duration, progress, Progress};
 pub use table::{Format, Table};
 
 use std::collections::BTreeMap;
@@ -22,7 +31,14 @@ pub enum ResultsError {
     #[error("unknown column {key:?} in --group-by; parameters are {known}")]
     UnknownGroupKey { key: String, known: String },
     #[error("could not render {format}: {message}")]
-    Render { format: &'static str, message: String },
+    Render {
+        format: &'static str,
+        message: String,
+    },
+    #[error("--sort {key:?}: {message}; expected COLUMN or COLUMN:desc")]
+    BadSortKey { key: String, message: String },
+    #[error("unknown column {column:?} in --sort; columns are {known}")]
+    UnknownSortColumn { column: String, known: String },
 }
 
 /// A run's parameters as a JSON object keyed by parameter name.
@@ -35,7 +51,10 @@ pub fn params_map(params: &TrainParams) -> Map<String, Value> {
 
 /// The parameter names a run can be grouped or listed by, in declaration order.
 pub fn param_names() -> Vec<String> {
-    let mut names: Vec<String> = lifesweep_spec::TRAIN_KEYS.iter().map(|s| s.to_string()).collect();
+    let mut names: Vec<String> = lifesweep_spec::TRAIN_KEYS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     for extra in ["eval_boards", "eval_board_size"] {
         names.push(extra.to_string());
     }
@@ -70,14 +89,20 @@ pub fn group_runs(rows: &[RunRow], group_by: &[String]) -> Result<Vec<GroupStats
     let known = param_names();
     for key in group_by {
         if !known.contains(key) {
-            return Err(ResultsError::UnknownGroupKey { key: key.clone(), known: known.join(", ") });
+            return Err(ResultsError::UnknownGroupKey {
+                key: key.clone(),
+                known: known.join(", "),
+            });
         }
     }
     let mut order: Vec<String> = Vec::new();
     let mut groups: BTreeMap<String, (Vec<Value>, Vec<&RunRow>)> = BTreeMap::new();
     for row in rows {
         let params = params_map(&row.params);
-        let key: Vec<Value> = group_by.iter().map(|k| params.get(k).cloned().unwrap_or(Value::Null)).collect();
+        let key: Vec<Value> = group_by
+            .iter()
+            .map(|k| params.get(k).cloned().unwrap_or(Value::Null))
+            .collect();
         let id = serde_json::to_string(&key).unwrap_or_default();
         groups
             .entry(id.clone())
@@ -108,9 +133,14 @@ fn group_stats(key: Vec<Value>, rows: &[&RunRow]) -> GroupStats {
         Some((lo, hi)) => (Some(lo), Some(hi)),
         None => (None, None),
     };
-    let failed = rows.iter().filter(|r| r.metrics.is_none() && r.state == "failed").count() as u64;
-    let pending =
-        rows.iter().filter(|r| r.metrics.is_none() && (r.state == "queued" || r.state == "running")).count() as u64;
+    let failed = rows
+        .iter()
+        .filter(|r| r.metrics.is_none() && r.state == "failed")
+        .count() as u64;
+    let pending = rows
+        .iter()
+        .filter(|r| r.metrics.is_none() && (r.state == "queued" || r.state == "running"))
+        .count() as u64;
     GroupStats {
         key,
         runs,
@@ -129,8 +159,10 @@ fn group_stats(key: Vec<Value>, rows: &[&RunRow]) -> GroupStats {
     }
 }
 
-fn num(v: Option<f64>) -> Value {
-    v.and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
+/// A number as JSON; null when absent or not finite.
+pub(crate) fn num(v: Option<f64>) -> Value {
+    v.and_then(serde_json::Number::from_f64)
+        .map_or(Value::Null, Value::Number)
 }
 
 /// One row per grid point: the group columns, then
@@ -205,8 +237,13 @@ pub fn runs_table(rows: &[RunRow]) -> Table {
         .iter()
         .map(|r| {
             let params = params_map(&r.params);
-            let mut row: Vec<Value> = vec![Value::from(r.sweep.clone()), Value::from(r.key.0.clone())];
-            row.extend(names.iter().map(|n| params.get(n).cloned().unwrap_or(Value::Null)));
+            let mut row: Vec<Value> =
+                vec![Value::from(r.sweep.clone()), Value::from(r.key.0.clone())];
+            row.extend(
+                names
+                    .iter()
+                    .map(|n| params.get(n).cloned().unwrap_or(Value::Null)),
+            );
             let m = r.metrics.as_ref();
             row.extend([
                 Value::from(r.state.clone()),
@@ -224,5 +261,8 @@ pub fn runs_table(rows: &[RunRow]) -> Table {
             row
         })
         .collect();
-    Table { columns, rows: table_rows }
+    Table {
+        columns,
+        rows: table_rows,
+    }
 }

@@ -42,7 +42,10 @@ mod tests {
         ];
         for (k, n, lo, hi) in cases {
             let (l, h) = wilson_interval(k, n, Z_95).unwrap();
-            assert!(close(l, lo) && close(h, hi), "{k}/{n}: got [{l}, {h}], want [{lo}, {hi}]");
+            assert!(
+                close(l, lo) && close(h, hi),
+                "{k}/{n}: got [{l}, {h}], want [{lo}, {hi}]"
+            );
         }
     }
 

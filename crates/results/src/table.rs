@@ -22,7 +22,7 @@ pub struct Table {
 }
 
 /// A value as text: strings bare, numbers with at most 4 decimals in tables, empty for null.
-fn text(value: &Value, for_terminal: bool) -> String {
+pub(crate) fn text(value: &Value, for_terminal: bool) -> String {
     match value {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
@@ -33,7 +33,11 @@ fn text(value: &Value, for_terminal: bool) -> String {
             } else {
                 let s = format!("{x:.4}");
                 let s = s.trim_end_matches('0');
-                if s.ends_with('.') { format!("{s}0") } else { s.to_string() }
+                if s.ends_with('.') {
+                    format!("{s}0")
+                } else {
+                    s.to_string()
+                }
             }
         }
         Value::Array(_) | Value::Object(_) => value.to_string(),
@@ -52,13 +56,18 @@ impl Table {
 
     fn render_terminal(&self) -> String {
         let mut table = comfy_table::Table::new();
-        table.load_preset(UTF8_BORDERS_ONLY).set_content_arrangement(ContentArrangement::Disabled);
+        table
+            .load_preset(UTF8_BORDERS_ONLY)
+            .set_content_arrangement(ContentArrangement::Disabled);
         table.set_header(self.columns.clone());
         for row in &self.rows {
             table.add_row(row.iter().map(|v| text(v, true)).collect::<Vec<_>>());
         }
         for (i, _) in self.columns.iter().enumerate() {
-            let numeric = self.rows.iter().all(|r| matches!(r.get(i), Some(Value::Number(_)) | Some(Value::Null)));
+            let numeric = self
+                .rows
+                .iter()
+                .all(|r| matches!(r.get(i), Some(Value::Number(_)) | Some(Value::Null)));
             if numeric {
                 if let Some(column) = table.column_mut(i) {
                     column.set_cell_alignment(CellAlignment::Right);
@@ -71,16 +80,25 @@ impl Table {
     }
 
     fn render_csv(&self) -> Result<String, ResultsError> {
-        let err = |e: csv::Error| ResultsError::Render { format: "csv", message: e.to_string() };
+        let err = |e: csv::Error| ResultsError::Render {
+            format: "csv",
+            message: e.to_string(),
+        };
         let mut writer = csv::Writer::from_writer(Vec::new());
         writer.write_record(&self.columns).map_err(err)?;
         for row in &self.rows {
-            writer.write_record(row.iter().map(|v| text(v, false))).map_err(err)?;
+            writer
+                .write_record(row.iter().map(|v| text(v, false)))
+                .map_err(err)?;
         }
-        let bytes = writer
-            .into_inner()
-            .map_err(|e| ResultsError::Render { format: "csv", message: e.to_string() })?;
-        String::from_utf8(bytes).map_err(|e| ResultsError::Render { format: "csv", message: e.to_string() })
+        let bytes = writer.into_inner().map_err(|e| ResultsError::Render {
+            format: "csv",
+            message: e.to_string(),
+        })?;
+        String::from_utf8(bytes).map_err(|e| ResultsError::Render {
+            format: "csv",
+            message: e.to_string(),
+        })
     }
 
     fn render_json(&self) -> Result<String, ResultsError> {
@@ -88,12 +106,19 @@ impl Table {
             .rows
             .iter()
             .map(|row| {
-                let map: Map<String, Value> = self.columns.iter().cloned().zip(row.iter().cloned()).collect();
+                let map: Map<String, Value> = self
+                    .columns
+                    .iter()
+                    .cloned()
+                    .zip(row.iter().cloned())
+                    .collect();
                 Value::Object(map)
             })
             .collect();
-        let mut out = serde_json::to_string_pretty(&objects)
-            .map_err(|e| ResultsError::Render { format: "json", message: e.to_string() })?;
+        let mut out = serde_json::to_string_pretty(&objects).map_err(|e| ResultsError::Render {
+            format: "json",
+            message: e.to_string(),
+        })?;
         out.push('\n');
         Ok(out)
     }
@@ -131,7 +156,11 @@ mod tests {
     fn terminal_table_has_header_and_rows() {
         let out = sample().render(Format::Table).unwrap();
         let lines: Vec<&str> = out.lines().collect();
-        assert!(lines.iter().any(|l| l.contains("steps") && l.contains("activation")));
-        assert!(lines.iter().any(|l| l.contains("ReLU") && l.contains("0.5")));
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("steps") && l.contains("activation")));
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("ReLU") && l.contains("0.5")));
     }
 }

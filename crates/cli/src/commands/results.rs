@@ -1,7 +1,9 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use lifesweep_results::{group_runs, groups_table, param_names, params_map, runs_table, Table};
+use lifesweep_results::{
+    group_runs, groups_table, param_names, params_map, runs_table, SortKey, Table,
+};
 use lifesweep_store::RunRow;
 use serde_json::Value;
 
@@ -15,7 +17,7 @@ pub fn grid_table(rows: &[RunRow], group_by: &[String]) -> Result<Table> {
 }
 
 /// Parses `--where KEY=VALUE` filters, checking the key.
-fn parse_filters(filters: &[String]) -> Result<Vec<(String, String)>> {
+pub(crate) fn parse_filters(filters: &[String]) -> Result<Vec<(String, String)>> {
     let known = param_names();
     filters
         .iter()
@@ -25,7 +27,10 @@ fn parse_filters(filters: &[String]) -> Result<Vec<(String, String)>> {
             };
             let key = key.trim();
             if !known.iter().any(|k| k == key) {
-                bail!("--where {f:?}: unknown parameter {key:?}; parameters are {}", known.join(", "));
+                bail!(
+                    "--where {f:?}: unknown parameter {key:?}; parameters are {}",
+                    known.join(", ")
+                );
             }
             Ok((key.to_string(), value.trim().to_string()))
         })
@@ -33,7 +38,7 @@ fn parse_filters(filters: &[String]) -> Result<Vec<(String, String)>> {
 }
 
 /// Whether a parameter value matches a filter's text (numbers compare as numbers).
-fn matches(value: Option<&Value>, wanted: &str) -> bool {
+pub(crate) fn matches(value: Option<&Value>, wanted: &str) -> bool {
     match value {
         Some(Value::String(s)) => s.eq_ignore_ascii_case(wanted),
         Some(Value::Number(n)) => match (n.as_f64(), wanted.parse::<f64>()) {
@@ -47,6 +52,11 @@ fn matches(value: Option<&Value>, wanted: &str) -> bool {
 
 pub fn results(args: ResultsArgs) -> Result<ExitCode> {
     let filters = parse_filters(&args.filters)?;
+    let sort = args
+        .sort
+        .iter()
+        .map(|k| SortKey::parse(k))
+        .collect::<Result<Vec<_>, _>>()?;
     let runtime = common::runtime()?;
     runtime.block_on(async {
         let store = common::open_existing_store(&args.db.db).await?;
@@ -56,7 +66,7 @@ pub fn results(args: ResultsArgs) -> Result<ExitCode> {
             let params = params_map(&row.params);
             filters.iter().all(|(k, v)| matches(params.get(k), v))
         });
-        let table = if args.runs {
+        let mut table = if args.runs {
             runs_table(&rows)
         } else {
             let group_by = if args.group_by.is_empty() {
@@ -67,6 +77,7 @@ pub fn results(args: ResultsArgs) -> Result<ExitCode> {
             };
             grid_table(&rows, &group_by)?
         };
+        table.sort(&sort)?;
         print!("{}", table.render(args.format.into())?);
         Ok(ExitCode::SUCCESS)
     })

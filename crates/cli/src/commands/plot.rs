@@ -1,0 +1,117 @@
+//! `lifesweep plot`: the sweep's figures as SVG and PNG files in a directory.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use lifesweep_results::params_map;
+use lifesweep_results::plot::{figures, Figure};
+use lifesweep_store::{RunRow, Store};
+
+use crate::cli::PlotArgs;
+use crate::commands::results::{matches, parse_filters};
+use crate::common;
+
+/// A sweep's runs, kept by `--where`, with what names its grid points.
+pub(crate) struct SweepRuns {
+    pub sweep: String,
+    pub description: String,
+    /// The sweep's axes (parameter order, seed last).
+    pub axes: Vec<String>,
+    /// The parameters that name a grid point (every axis but seed, and steps, m_factor,
+    /// d_factor, activation always).
+    pub group_keys: Vec<String>,
+    pub rows: Vec<RunRow>,
+}
+
+impl SweepRuns {
+    /// The parameters that split the figures into one file each: the grid-point keys but
+    /// steps and m_factor, which are drawn.
+    pub fn panel_keys(&self) -> Vec<String> {
+        self.group_keys
+            .iter()
+            .filter(|k| *k != "steps" && *k != "m_factor")
+            .cloned()
+            .collect()
+    }
+}
+
+/// Reads the runs of `sweep` (or of the only sweep) that pass `filters`; an error when
+/// filters leave none.
+pub(crate) async fn load_runs(
+    store: &Store,
+    sweep: Option<&str>,
+    filters: &[(String, String)],
+) -> Result<SweepRuns> {
+    let sweep = store.resolve_sweep(sweep).await?;
+    let info = store.sweeps().await?.into_iter().find(|s| s.name == sweep);
+    let (description, axes) = info.map(|s| (s.description, s.axes)).unwrap_or_default();
+    let mut rows = store.runs(Some(&sweep)).await?;
+    let total = rows.len();
+    rows.retain(|row| {
+        let params = params_map(&row.params);
+        filters.iter().all(|(k, v)| matches(params.get(k), v))
+    });
+    if rows.is_empty() && total > 0 {
+        let wanted: Vec<String> = filters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        bail!(
+            "no job of sweep {sweep:?} matches --where {}; `lifesweep results --runs` lists its parameters",
+            wanted.join(" --where ")
+        );
+    }
+    Ok(SweepRuns {
+        group_keys: lifesweep_spec::group_keys_for(&axes),
+        sweep,
+        description,
+        axes,
+        rows,
+    })
+}
+
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes)
+        .with_context(|| format!("{}: cannot write the file", path.display()))
+}
+
+pub(crate) fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("{}: cannot create the output directory", dir.display()))
+}
+
+/// Writes `{name}.svg` and `{name}.png` of each figure into `dir`; returns the paths.
+pub(crate) fn write_figures(dir: &Path, figures: &[Figure]) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::with_capacity(figures.len() * 2);
+    for figure in figures {
+        let svg = dir.join(format!("{}.svg", figure.chart.name));
+        write_file(&svg, figure.svg.as_bytes())?;
+        let png = dir.join(format!("{}.png", figure.chart.name));
+        write_file(&png, &figure.png)?;
+        written.extend([svg, png]);
+    }
+    Ok(written)
+}
+
+pub fn plot(args: PlotArgs, quiet: bool) -> Result<ExitCode> {
+    let filters = parse_filters(&args.filters)?;
+    let runtime = common::runtime()?;
+    let runs = runtime.block_on(async {
+        let store = common::open_existing_store(&args.db.db).await?;
+        load_runs(&store, args.sweep.as_deref(), &filters).await
+    })?;
+    let figures = figures(&runs.rows, &runs.panel_keys())?;
+    create_dir(&args.out)?;
+    let written = write_figures(&args.out, &figures)?;
+    if !quiet {
+        println!(
+            "sweep {}: {} figures ({} files) in {}",
+            runs.sweep,
+            figures.len(),
+            written.len(),
+            args.out.display()
+        );
+        for path in &written {
+            println!("  {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
