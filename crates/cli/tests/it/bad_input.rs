@@ -124,3 +124,60 @@ fn every_shipped_config_is_valid() {
     }
     assert!(checked >= 2, "expected the smoke and seed-sweep configs");
 }
+
+#[test]
+fn a_file_that_is_not_ours_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ok.toml");
+    fs::write(&config, GOOD).unwrap();
+    let foreign = dir.path().join("notes.db");
+    let bytes = b"these are someone's notes, not a database\n".repeat(100);
+    fs::write(&foreign, &bytes).unwrap();
+    for command in [&["run"][..], &["submit"][..]] {
+        let output = expect_code(
+            lifesweep()
+                .args(command)
+                .arg(&config)
+                .arg("--db")
+                .arg(&foreign),
+            2,
+        );
+        let err = stderr(&output);
+        assert!(
+            err.contains("notes.db") && err.contains("not a lifesweep database"),
+            "{err}"
+        );
+    }
+    for command in [
+        &["results"][..],
+        &["resume"][..],
+        &["work", "--exit-when-idle"][..],
+    ] {
+        let output = expect_code(lifesweep().args(command).arg("--db").arg(&foreign), 2);
+        assert!(stderr(&output).contains("notes.db"), "{}", stderr(&output));
+    }
+    assert_eq!(
+        fs::read(&foreign).unwrap(),
+        bytes,
+        "the foreign file was changed"
+    );
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "no side files were created: {names:?}");
+}
+
+#[test]
+fn a_database_in_a_missing_directory_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ok.toml");
+    fs::write(&config, GOOD).unwrap();
+    let db = dir.path().join("no/such/dir/x.db");
+    let output = expect_code(lifesweep().arg("run").arg(&config).arg("--db").arg(&db), 2);
+    assert!(
+        stderr(&output).contains("no/such/dir"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -305,3 +305,49 @@ fn everything_killed_at_once_is_requeued_by_resume_without_waiting_for_leases() 
     let twice = runs.iter().filter(|r| r["attempts"] == 2).count();
     assert_eq!(twice, 2, "the two killed attempts count: {runs:#?}");
 }
+
+#[test]
+fn a_database_locked_for_seconds_does_not_make_live_jobs_look_dead() {
+    if std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3")
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        eprintln!("skipped: python3 with sqlite3 is needed to hold the database's write lock");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("long.toml");
+    let db = dir.path().join("locked.db");
+    fs::write(
+        &config,
+        SLOW.replace("batches = 1500", "batches = 6000")
+            .replace("to = 6", "to = 2"),
+    )
+    .unwrap();
+    // Heartbeat 2 s, lease 6 s: the lock below (3 s) plus one heartbeat stays inside a lease.
+    let run = start_run(&config, &db, &["--workers", "2", "--heartbeat", "2"]);
+    wait_until("two running jobs", Duration::from_secs(60), || {
+        count_state(&runs(&db), "running") == 2
+    });
+    let hold = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3, sys, time\nc = sqlite3.connect(sys.argv[1], isolation_level=None)\nc.execute('BEGIN IMMEDIATE')\ntime.sleep(3)\nc.execute('COMMIT')")
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(hold.status.success(), "{}", stderr(&hold));
+    let output = finish(run, Duration::from_secs(120));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(
+        !stderr(&output).contains("lease lost"),
+        "{}",
+        stderr(&output)
+    );
+    let runs = assert_all_done_once(&db, 2);
+    assert!(
+        runs.iter().all(|r| r["attempts"] == 1),
+        "no job was taken from a live worker: {runs:#?}"
+    );
+}
