@@ -17,13 +17,21 @@ impl Board {
     /// When `cells.len() != size * size` or a cell is neither 0 nor 1: both are programming
     /// errors, never user input (user input goes through [`FromStr`]).
     pub fn from_cells(size: usize, cells: Vec<u8>) -> Board {
-        assert_eq!(cells.len(), size * size, "board of size {size} needs {} cells", size * size);
+        assert_eq!(
+            cells.len(),
+            size * size,
+            "board of size {size} needs {} cells",
+            size * size
+        );
         assert!(cells.iter().all(|&c| c <= 1), "cells are 0 or 1");
         Board { size, cells }
     }
 
     pub fn empty(size: usize) -> Board {
-        Board { size, cells: vec![0; size * size] }
+        Board {
+            size,
+            cells: vec![0; size * size],
+        }
     }
 
     /// Each cell alive with probability `density`.
@@ -70,7 +78,10 @@ impl Board {
 
     /// Rows as vectors, for serialisation.
     pub fn rows(&self) -> Vec<Vec<u8>> {
-        self.cells.chunks(self.size.max(1)).map(<[u8]>::to_vec).collect()
+        self.cells
+            .chunks(self.size.max(1))
+            .map(<[u8]>::to_vec)
+            .collect()
     }
 }
 
@@ -158,10 +169,14 @@ mod tests {
     fn random_density_is_respected() {
         for density in [0.0, 0.2, 0.5, 0.8, 1.0] {
             let mut rng = stream_rng(3, RngStream::TrainData);
-            let live: usize =
-                (0..200).map(|_| Board::random(&mut rng, 10, density).live_cells()).sum();
+            let live: usize = (0..200)
+                .map(|_| Board::random(&mut rng, 10, density).live_cells())
+                .sum();
             let observed = live as f64 / 20_000.0;
-            assert!((observed - density).abs() < 0.02, "density {density}: observed {observed}");
+            assert!(
+                (observed - density).abs() < 0.02,
+                "density {density}: observed {observed}"
+            );
         }
     }
 

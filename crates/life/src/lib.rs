@@ -6,6 +6,7 @@
 //! random board comes from an RNG that the caller seeds, so the same seed gives the same boards
 //! on every machine.
 
+mod bits;
 mod board;
 mod rng;
 mod rule;
@@ -29,7 +30,8 @@ pub struct Batch {
 /// Draws `count` random boards (each cell alive with probability `density`) and computes
 /// their targets after `steps` steps of `rule`.
 ///
-/// This is the one generator used by training, evaluation and the `boards` command.
+/// This is the one generator used by training, evaluation and the `boards` command; see
+/// [`fill_batch`] for the same boards written into the caller's buffers.
 pub fn generate_batch<R: Rng + ?Sized>(
     rng: &mut R,
     rule: Rule,
@@ -39,15 +41,76 @@ pub fn generate_batch<R: Rng + ?Sized>(
     density: f64,
 ) -> Batch {
     let cells = size * size;
-    let mut inputs = Vec::with_capacity(count * cells);
-    let mut targets = Vec::with_capacity(count * cells);
-    for _ in 0..count {
-        let board = Board::random(rng, size, density);
-        let target = rule.step_n(&board, steps);
-        inputs.extend(board.cells().iter().map(|&c| f32::from(c)));
-        targets.extend(target.cells().iter().map(|&c| f32::from(c)));
+    let mut inputs = vec![0f32; count * cells];
+    let mut targets = vec![0f32; count * cells];
+    fill_batch(
+        rng,
+        rule,
+        steps,
+        size,
+        count,
+        density,
+        &mut inputs,
+        &mut targets,
+    );
+    Batch {
+        count,
+        size,
+        inputs,
+        targets,
     }
-    Batch { count, size, inputs, targets }
+}
+
+/// [`generate_batch`] into `inputs` and `targets` (each `count * size * size` cells, row-major
+/// boards one after the other, 0.0 / 1.0), drawing the same boards from the RNG.
+///
+/// Boards up to 64 cells wide are drawn and stepped a row per machine word (see the private
+/// `bits` module); wider ones cell by cell.
+///
+/// # Panics
+/// When a buffer does not hold exactly `count * size * size` cells (a programming error).
+#[allow(clippy::too_many_arguments)]
+pub fn fill_batch<R: Rng + ?Sized>(
+    rng: &mut R,
+    rule: Rule,
+    steps: u32,
+    size: usize,
+    count: usize,
+    density: f64,
+    inputs: &mut [f32],
+    targets: &mut [f32],
+) {
+    let cells = size * size;
+    assert_eq!(
+        inputs.len(),
+        count * cells,
+        "inputs of {count} boards of size {size}"
+    );
+    assert_eq!(
+        targets.len(),
+        count * cells,
+        "targets of {count} boards of size {size}"
+    );
+    if cells == 0 {
+        return;
+    }
+    if size <= bits::MAX_BITS_SIZE {
+        bits::fill_batch_bits(rng, rule, steps, size, count, density, inputs, targets);
+        return;
+    }
+    let boards = inputs
+        .chunks_exact_mut(cells)
+        .zip(targets.chunks_exact_mut(cells));
+    for (input, target) in boards {
+        let board = Board::random(rng, size, density);
+        let next = rule.step_n(&board, steps);
+        for (out, &c) in input.iter_mut().zip(board.cells()) {
+            *out = f32::from(c);
+        }
+        for (out, &c) in target.iter_mut().zip(next.cells()) {
+            *out = f32::from(c);
+        }
+    }
 }
 
 /// Like [`generate_batch`] but returns the boards themselves, for display.
@@ -66,4 +129,75 @@ pub fn generate_boards<R: Rng + ?Sized>(
             (board, target)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batch drawn and stepped cell by cell with `Board::random` and `Rule::step_n`.
+    fn reference_batch(
+        seed: u64,
+        rule: Rule,
+        steps: u32,
+        size: usize,
+        count: usize,
+        density: f64,
+    ) -> Batch {
+        let mut rng = stream_rng(seed, RngStream::TrainData);
+        let (mut inputs, mut targets) = (Vec::new(), Vec::new());
+        for _ in 0..count {
+            let board = Board::random(&mut rng, size, density);
+            let target = rule.step_n(&board, steps);
+            inputs.extend(board.cells().iter().map(|&c| f32::from(c)));
+            targets.extend(target.cells().iter().map(|&c| f32::from(c)));
+        }
+        Batch {
+            count,
+            size,
+            inputs,
+            targets,
+        }
+    }
+
+    #[test]
+    fn the_bit_parallel_generator_matches_the_cell_by_cell_reference() {
+        for rule in Rule::ALL {
+            for size in (1..=66).filter(|s| *s <= 12 || s % 7 == 0 || *s >= 62) {
+                for (steps, density) in [(0, 0.5), (1, 0.5), (3, 0.5), (5, 0.3), (2, 1.0)] {
+                    let seed = size as u64 * 31 + u64::from(steps);
+                    let mut rng = stream_rng(seed, RngStream::TrainData);
+                    let fast = generate_batch(&mut rng, rule, steps, size, 7, density);
+                    let reference = reference_batch(seed, rule, steps, size, 7, density);
+                    assert_eq!(
+                        fast, reference,
+                        "{rule} size {size} steps {steps} density {density}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn consecutive_batches_continue_the_stream() {
+        let mut rng = stream_rng(5, RngStream::Eval);
+        let first = generate_batch(&mut rng, Rule::Conway, 2, 10, 3, 0.5);
+        let second = generate_batch(&mut rng, Rule::Conway, 2, 10, 3, 0.5);
+        let both = reference_batch(5, Rule::Conway, 2, 10, 6, 0.5);
+        let mut rng = stream_rng(5, RngStream::Eval);
+        let reference = generate_batch(&mut rng, Rule::Conway, 2, 10, 6, 0.5);
+        assert_eq!(reference.inputs, [first.inputs, second.inputs].concat());
+        assert_eq!(reference.targets, [first.targets, second.targets].concat());
+        assert_ne!(
+            both.inputs, reference.inputs,
+            "reference_batch uses the TrainData stream"
+        );
+    }
+
+    #[test]
+    fn fill_batch_handles_empty_batches() {
+        let mut rng = stream_rng(1, RngStream::TrainData);
+        let batch = generate_batch(&mut rng, Rule::VonNeumann, 1, 10, 0, 0.5);
+        assert!(batch.inputs.is_empty() && batch.targets.is_empty());
+    }
 }
