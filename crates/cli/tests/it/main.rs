@@ -4,7 +4,10 @@ mod bad_input;
 mod boards;
 mod concurrency;
 mod crash;
+mod determinism;
 mod end_to_end;
+mod fixture;
+mod reading;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
