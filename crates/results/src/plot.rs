@@ -29,7 +29,13 @@ const FAMILY: &str = "sans-serif";
 pub const WIDTH: u32 = 1000;
 pub const HEIGHT: u32 = 620;
 const FACET_HEIGHT: u32 = 330;
+/// Facets per row, at most.
 const FACET_COLUMNS: usize = 3;
+
+/// Columns of a grid of `n` facets.
+fn facet_columns(n: usize) -> usize {
+    n.clamp(1, FACET_COLUMNS)
+}
 /// The strip on the right that holds the legend.
 const LEGEND_WIDTH: u32 = 210;
 const LEGEND_ROW: i32 = 22;
@@ -475,7 +481,7 @@ impl Chart {
         if facets <= 1 {
             (WIDTH, HEIGHT)
         } else {
-            let rows = facets.div_ceil(FACET_COLUMNS) as u32;
+            let rows = facets.div_ceil(facet_columns(facets)) as u32;
             (WIDTH, 90 + rows * FACET_HEIGHT)
         }
     }
@@ -612,8 +618,8 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &Chart) -> Res
     let areas = if facets.len() <= 1 {
         vec![plot]
     } else {
-        let rows = facets.len().div_ceil(FACET_COLUMNS);
-        plot.split_evenly((rows, FACET_COLUMNS))
+        let columns = facet_columns(facets.len());
+        plot.split_evenly((facets.len().div_ceil(columns), columns))
     };
     let (x0, x1) = chart.x_range();
     let (y0, y1) = chart.y_range();
@@ -629,8 +635,8 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, chart: &Chart) -> Res
             chart,
             facet,
             // Axis titles once: x under the bottom plot of each column, y left of each row.
-            x_desc: index + FACET_COLUMNS >= facets.len(),
-            y_desc: index % FACET_COLUMNS == 0,
+            x_desc: index + facet_columns(facets.len()) >= facets.len(),
+            y_desc: index % facet_columns(facets.len()) == 0,
         };
         // Each scale is its own type in plotters: one call per combination.
         macro_rules! with_y {
