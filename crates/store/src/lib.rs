@@ -1,17 +1,24 @@
 //! The sweep database: sweeps, their jobs, the leases workers hold on them, workers, and one
-//! result row per finished run, in SQLite through sqlx. This is the only crate that contains
-//! SQL; the schema comes from the top-level `migrations/sqlite/` directory, embedded at build
-//! time, and is described in `docs/schema.md`.
+//! result row per finished run, in SQLite or PostgreSQL through sqlx. This is the only crate
+//! that contains SQL; the schema comes from the top-level `migrations/sqlite/` and
+//! `migrations/postgres/` directories, embedded at build time, and is described in
+//! `docs/schema.md`.
 //!
-//! Every write that other processes may race with is one statement or one `BEGIN IMMEDIATE`
-//! transaction, on a WAL database with a long busy timeout, so that many worker processes can
-//! claim and finish jobs on one file without "database is locked" reaching a caller. Lease
-//! times come from the database clock. The store does not train, schedule, read config files
-//! or decide whether a process is alive: it records what the runner and the CLI tell it.
-//! Queries are runtime queries (`sqlx::query`), so building needs no database.
+//! One API, two backends: [`Store::open`] picks PostgreSQL for a `postgres://` URL and SQLite
+//! for anything else. Most statements are written once (with `$N` parameters, which both
+//! speak) and run on either; where the engines differ (claiming, bulk inserts, locking) each
+//! has its own text. On SQLite, every write that other processes may race with is one
+//! statement or one `BEGIN IMMEDIATE` transaction, on a WAL database with a long busy timeout,
+//! so that many worker processes can claim and finish jobs on one file without "database is
+//! locked" reaching a caller. On PostgreSQL, claims take rows with `FOR UPDATE SKIP LOCKED`, so
+//! workers on many hosts never wait on each other. Lease times come from the database clock.
+//! The store does not train, schedule, read config files or decide whether a process is
+//! alive: it records what the runner and the CLI tell it. Queries are runtime queries
+//! (`sqlx::query`), so building needs no database.
 
 mod jobs;
 mod open;
+mod postgres;
 mod runs;
 mod sweeps;
 
@@ -20,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lifesweep_spec::{JobKey, RunMetrics, TrainParams};
-use sqlx::SqlitePool;
+use sqlx::{PgPool, SqlitePool};
 
 pub use open::{schema_version, APPLICATION_ID};
 
@@ -75,6 +82,12 @@ pub enum StoreError {
     /// A stored value cannot be read back (edited by hand, or written by an incompatible build).
     #[error("{what}: stored value cannot be read ({message}); the database was changed outside lifesweep")]
     Corrupt { what: String, message: String },
+    /// The PostgreSQL server cannot be reached, or refused the connection.
+    #[error(
+        "{path}: cannot connect to the database server ({reason}); check that it is running and that \
+         the host, port, user and password are right"
+    )]
+    Unreachable { path: String, reason: String },
     /// Applying the schema failed.
     #[error("{path}: applying the schema failed: {source}")]
     Migrate {
@@ -93,11 +106,12 @@ fn known_sweeps(known: &[String]) -> String {
     }
 }
 
-/// A handle on one database file: a small pool of connections. Cheap to clone; every clone
-/// shares the pool.
+/// A handle on one database (an SQLite file or a PostgreSQL database): a small pool of
+/// connections. Cheap to clone; every clone shares the pool.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    backend: Backend,
+    /// The database as given, with any password hidden (for messages).
     path: String,
     /// Sweep names by id: a sweep is never renamed or deleted, so this only grows.
     sweep_names: Arc<Mutex<HashMap<i64, String>>>,
@@ -273,27 +287,55 @@ pub struct FailedJob {
     pub error: String,
 }
 
+/// The connection pool of one backend.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
 impl Store {
-    /// The database file this store uses, as given (for messages).
+    /// The database this store uses, as given (a file path, or a URL with its password
+    /// hidden), for messages.
     pub fn path(&self) -> &str {
         &self.path
     }
 
     /// Closes every connection; later calls fail.
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.backend {
+            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Postgres(pool) => pool.close().await,
+        }
     }
 
     /// The database clock: unix seconds, the clock leases are measured on.
     pub async fn db_now(&self) -> Result<f64, StoreError> {
-        let sql = format!("SELECT {DB_NOW}");
-        let now: f64 = retry_busy!(sqlx::query_scalar(&sql).fetch_one(&self.pool).await)?;
+        let sql = format!("SELECT {}", self.now());
+        let now: f64 = on_pool!(self, |pool| sqlx::query_scalar(&sql).fetch_one(pool).await)?;
         Ok(now)
+    }
+
+    /// The database clock in this backend's SQL.
+    pub(crate) fn now(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => DB_NOW,
+            Backend::Postgres(_) => postgres::DB_NOW,
+        }
+    }
+
+    /// Picks the statement text for this backend, where the two differ.
+    pub(crate) fn dialect<'a>(&self, sqlite: &'a str, postgres: &'a str) -> &'a str {
+        match self.backend {
+            Backend::Sqlite(_) => sqlite,
+            Backend::Postgres(_) => postgres,
+        }
     }
 }
 
-/// The database clock in SQL: unix epoch seconds with millisecond resolution, constant within
-/// one statement. (`unixepoch('subsec')` needs SQLite 3.42; this works in any sqlite3 shell.)
+/// The database clock in SQLite's SQL: unix epoch seconds with millisecond resolution, constant
+/// within one statement. (`unixepoch('subsec')` needs SQLite 3.42; this works in any sqlite3
+/// shell.)
 pub(crate) const DB_NOW: &str = "((julianday('now') - 2440587.5) * 86400.0)";
 
 /// How long one statement waits for another process's write lock before SQLite gives up.
@@ -301,19 +343,35 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long the store keeps retrying a statement that SQLite still answered with SQLITE_BUSY
 /// (the cases its busy handler does not cover: switching to WAL, WAL recovery, and waits past
-/// the busy timeout).
+/// the busy timeout), or that PostgreSQL chose as a deadlock victim.
 const BUSY_RETRY_LIMIT: Duration = Duration::from_secs(300);
 
-/// The primary SQLite result code of a database error (`SQLITE_BUSY` is 5).
+/// The primary SQLite result code of a database error (`SQLITE_BUSY` is 5); None for errors
+/// that are not SQLite's.
 pub(crate) fn sqlite_code(error: &sqlx::Error) -> Option<i32> {
     match error {
-        sqlx::Error::Database(e) => e.code()?.parse::<i32>().ok().map(|code| code & 0xff),
+        sqlx::Error::Database(e) if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
+            e.code()?.parse::<i32>().ok().map(|code| code & 0xff)
+        }
         _ => None,
     }
 }
 
+/// The SQLSTATE of a PostgreSQL error; None for errors that are not PostgreSQL's.
+pub(crate) fn postgres_code(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(e) => e
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .map(|e| e.code().to_string()),
+        _ => None,
+    }
+}
+
+/// A statement that failed this way changed nothing and may simply be run again: SQLITE_BUSY,
+/// or a PostgreSQL serialization failure or deadlock.
 pub(crate) fn is_busy(error: &sqlx::Error) -> bool {
     sqlite_code(error) == Some(5)
+        || matches!(postgres_code(error).as_deref(), Some("40001" | "40P01"))
 }
 
 /// Randomised exponential backoff for SQLITE_BUSY retries, so that many processes started
@@ -357,8 +415,8 @@ impl Backoff {
 }
 
 /// Evaluates a sqlx call (an expression ending in `.await`) again while it fails with
-/// SQLITE_BUSY, with backoff, up to the retry limit. Only for single statements and for
-/// `BEGIN`: a statement that failed with SQLITE_BUSY changed nothing.
+/// SQLITE_BUSY (or a PostgreSQL deadlock), with backoff, up to the retry limit. Only for single
+/// statements and for `BEGIN`: a statement that failed so changed nothing.
 macro_rules! retry_busy {
     ($call:expr) => {{
         let mut backoff = $crate::Backoff::new();
@@ -371,6 +429,50 @@ macro_rules! retry_busy {
     }};
 }
 pub(crate) use retry_busy;
+
+/// Runs one sqlx call on the store's pool, whichever the backend, retried as [`retry_busy!`]
+/// does: `$call` is written once and compiled for each backend, with `$pool` bound to that
+/// backend's pool. Both expansions must have the same type, so calls end in backend-neutral
+/// values (`rows_affected()`, scalars, `FromRow` structs).
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $call:expr) => {
+        match &$store.backend {
+            $crate::Backend::Sqlite($pool) => $crate::retry_busy!($call),
+            $crate::Backend::Postgres($pool) => $crate::retry_busy!($call),
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Runs `$body` in a write transaction, whichever the backend: `BEGIN IMMEDIATE` on SQLite (the
+/// write lock taken at the start, so no statement inside can fail with SQLITE_BUSY); on
+/// PostgreSQL a transaction that first takes the store's advisory lock, so that the store's
+/// transactions (submissions, re-queueing) run one at a time there too. `$tx` is the
+/// transaction; the body commits it (dropping it rolls back).
+macro_rules! in_transaction {
+    ($store:expr, |$tx:ident| $body:block) => {
+        match &$store.backend {
+            $crate::Backend::Sqlite(pool) => {
+                let mut $tx = $crate::retry_busy!(pool.begin_with("BEGIN IMMEDIATE").await)?;
+                $body
+            }
+            $crate::Backend::Postgres(pool) => {
+                let mut $tx = pool.begin().await?;
+                sqlx::query($crate::postgres::WRITE_LOCK)
+                    .execute(&mut *$tx)
+                    .await?;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use in_transaction;
+
+/// A metric as stored: NULL for NaN and the infinities, on both backends (SQLite would store
+/// NaN as NULL anyway; PostgreSQL would keep it, and pandas reads NULL better).
+pub(crate) fn finite(value: f64) -> Option<f64> {
+    value.is_finite().then_some(value)
+}
 
 /// Serialises plain data (structs of numbers and strings) to JSON, which cannot fail.
 pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> String {

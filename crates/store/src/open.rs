@@ -1,6 +1,7 @@
 //! Opening a database: refuse what is not ours or is newer than us without writing a byte, then
 //! switch to WAL and apply the schema under an exclusive write lock, so that any number of
-//! processes may open a brand-new file at the same moment.
+//! processes may open a brand-new file at the same moment. A `postgres://` URL goes to
+//! `crate::postgres` instead.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -13,13 +14,13 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Connection;
 
-use crate::{retry_busy, Backoff, Store, StoreError, BUSY_TIMEOUT};
+use crate::{retry_busy, Backend, Backoff, Store, StoreError, BUSY_TIMEOUT};
 
 /// `PRAGMA application_id` of a lifesweep database: "LSWP" in ASCII.
 pub const APPLICATION_ID: i32 = 0x4C53_5750;
 
 /// The SQLite migrations, embedded from the top-level `migrations/sqlite/` directory.
-static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
+pub(crate) static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 /// The first 16 bytes of every SQLite database file.
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -28,7 +29,8 @@ const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// connections let reads (progress, results) proceed beside a write.
 const POOL_SIZE: u32 = 4;
 
-/// The newest schema version this build knows.
+/// The newest schema version this build knows (the same for SQLite and PostgreSQL: the two
+/// migration directories mirror each other version for version).
 pub fn schema_version() -> i64 {
     MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
 }
@@ -45,21 +47,25 @@ enum DbState {
 }
 
 impl Store {
-    /// Opens the database at `target` (a file path or a `sqlite://` URL), creating the file and
-    /// the schema if needed. Refuses, without writing anything, a file that is not a lifesweep
-    /// database and a database with a newer schema than this build.
+    /// Opens the database at `target`, creating it and the schema if needed: a file path or a
+    /// `sqlite://` URL (SQLite), or a `postgres://` URL (PostgreSQL; a missing database is
+    /// created when the user may). Refuses, without writing anything, a file or schema that is
+    /// not a lifesweep database and a database with a newer schema than this build.
     pub async fn open(target: &str) -> Result<Store, StoreError> {
         open(target, true).await
     }
 
     /// Like [`Store::open`], but never creates a database: for commands that only read.
-    /// A missing or empty file is [`StoreError::NotFound`].
+    /// A missing or empty file (or PostgreSQL database or schema) is [`StoreError::NotFound`].
     pub async fn open_existing(target: &str) -> Result<Store, StoreError> {
         open(target, false).await
     }
 }
 
 async fn open(target: &str, create: bool) -> Result<Store, StoreError> {
+    if crate::postgres::is_postgres_url(target) {
+        return crate::postgres::open(target, create).await;
+    }
     let (options, path) = parse_target(target)?;
     let shown = path.display().to_string();
     check_file(&path, &shown, create)?;
@@ -84,7 +90,7 @@ async fn open(target: &str, create: bool) -> Result<Store, StoreError> {
         .test_before_acquire(false)
         .connect_lazy_with(options.create_if_missing(false));
     Ok(Store {
-        pool,
+        backend: Backend::Sqlite(pool),
         path: shown,
         sweep_names: Arc::new(Mutex::new(HashMap::new())),
     })
@@ -289,6 +295,21 @@ async fn inspect(conn: &mut SqliteConnection, shown: &str) -> Result<DbState, St
         sqlx::query_as("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version")
             .fetch_all(&mut *conn)
             .await?;
+    if check_applied(&MIGRATOR, &applied, shown)? {
+        Ok(DbState::Current)
+    } else {
+        Ok(DbState::Behind)
+    }
+}
+
+/// Compares the migrations a database applied (version, checksum, success) with `migrator`'s:
+/// true when it has every one, false when it lacks some; refuses one it does not know (newer
+/// schema) or one that differs.
+pub(crate) fn check_applied(
+    migrator: &Migrator,
+    applied: &[(i64, Vec<u8>, bool)],
+    shown: &str,
+) -> Result<bool, StoreError> {
     let newest_applied = applied
         .iter()
         .map(|(version, ..)| *version)
@@ -296,7 +317,7 @@ async fn inspect(conn: &mut SqliteConnection, shown: &str) -> Result<DbState, St
         .unwrap_or(0);
     if applied
         .iter()
-        .any(|(version, ..)| !MIGRATOR.version_exists(*version))
+        .any(|(version, ..)| !migrator.version_exists(*version))
     {
         return Err(StoreError::NewerSchema {
             path: shown.to_string(),
@@ -304,8 +325,8 @@ async fn inspect(conn: &mut SqliteConnection, shown: &str) -> Result<DbState, St
             binary_version: schema_version(),
         });
     }
-    for (version, checksum, success) in &applied {
-        let same = MIGRATOR
+    for (version, checksum, success) in applied {
+        let same = migrator
             .iter()
             .any(|m| m.version == *version && *m.checksum == **checksum);
         if !same || !success {
@@ -315,11 +336,7 @@ async fn inspect(conn: &mut SqliteConnection, shown: &str) -> Result<DbState, St
             });
         }
     }
-    if applied.len() == MIGRATOR.iter().count() {
-        Ok(DbState::Current)
-    } else {
-        Ok(DbState::Behind)
-    }
+    Ok(applied.len() == migrator.iter().count())
 }
 
 /// Switches the file to WAL (a setting stored in the file). SQLite's busy handler does not

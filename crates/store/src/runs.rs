@@ -1,11 +1,46 @@
 //! Reading runs back: every job with its result, and the failed ones with their errors.
 
 use lifesweep_spec::{JobKey, RunMetrics};
-use sqlx::Row;
 
 use crate::jobs::{parse_loss_curve, parse_params, real};
 use crate::sweeps::sweep_condition;
-use crate::{retry_busy, FailedJob, RunRow, Store, StoreError};
+use crate::{on_pool, FailedJob, RunRow, Store, StoreError};
+
+/// A job joined with its sweep and its result (the result's columns NULL until done).
+#[derive(sqlx::FromRow)]
+struct RunDbRow {
+    id: i64,
+    sweep: String,
+    job_key: String,
+    params_json: String,
+    state: String,
+    attempts: i64,
+    error: Option<String>,
+    worker_id: Option<String>,
+    result_job_id: Option<i64>,
+    success_rate: Option<f64>,
+    training_success: Option<i64>,
+    cell_accuracy: Option<f64>,
+    final_loss: Option<f64>,
+    loss_curve_json: Option<String>,
+    param_count: Option<i64>,
+    wall_seconds: Option<f64>,
+    device: Option<String>,
+    started_at: Option<f64>,
+    finished_at: Option<f64>,
+    weights_path: Option<String>,
+}
+
+/// A failed job with its sweep.
+#[derive(sqlx::FromRow)]
+struct FailedDbRow {
+    id: i64,
+    sweep: String,
+    job_key: String,
+    params_json: String,
+    attempts: i64,
+    error: Option<String>,
+}
 
 impl Store {
     /// Every job of one sweep (or of all) with its result when it has one, in job id order
@@ -25,40 +60,43 @@ impl Store {
              ORDER BY j.id",
             sweep_condition("j.sweep_id", sweep_id)
         );
-        let rows = retry_busy!(sqlx::query(&sql).bind(sweep_id).fetch_all(&self.pool).await)?;
+        let rows: Vec<RunDbRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(sweep_id)
+            .fetch_all(pool)
+            .await)?;
 
-        rows.iter()
+        rows.into_iter()
             .map(|row| {
-                let job_id: i64 = row.try_get("id")?;
-                let has_result = row.try_get::<Option<i64>, _>("result_job_id")?.is_some();
-                let metrics = if has_result {
-                    Some(RunMetrics {
-                        success_rate: real(row, "success_rate")?,
-                        training_success: row.try_get::<i64, _>("training_success")? != 0,
-                        cell_accuracy: real(row, "cell_accuracy")?,
-                        final_loss: real(row, "final_loss")?,
-                        loss_curve: parse_loss_curve(row.try_get("loss_curve_json")?, job_id)?,
-                        param_count: u64::try_from(row.try_get::<i64, _>("param_count")?)
-                            .unwrap_or(0),
-                        wall_seconds: real(row, "wall_seconds")?,
-                        device: row.try_get("device")?,
-                    })
-                } else {
-                    None
+                let job_id = row.id;
+                let metrics = match row.result_job_id {
+                    Some(_) => Some(RunMetrics {
+                        success_rate: real(row.success_rate),
+                        training_success: row.training_success.unwrap_or(0) != 0,
+                        cell_accuracy: real(row.cell_accuracy),
+                        final_loss: real(row.final_loss),
+                        loss_curve: parse_loss_curve(
+                            row.loss_curve_json.as_deref().unwrap_or("[]"),
+                            job_id,
+                        )?,
+                        param_count: u64::try_from(row.param_count.unwrap_or(0)).unwrap_or(0),
+                        wall_seconds: real(row.wall_seconds),
+                        device: row.device.unwrap_or_default(),
+                    }),
+                    None => None,
                 };
                 Ok(RunRow {
                     job_id,
-                    sweep: row.try_get("sweep")?,
-                    key: JobKey(row.try_get("job_key")?),
-                    params: parse_params(row.try_get("params_json")?, job_id)?,
-                    state: row.try_get("state")?,
-                    attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
-                    error: row.try_get("error")?,
+                    sweep: row.sweep,
+                    key: JobKey(row.job_key),
+                    params: parse_params(&row.params_json, job_id)?,
+                    state: row.state,
+                    attempts: u32::try_from(row.attempts).unwrap_or(0),
+                    error: row.error,
                     metrics,
-                    started_at: row.try_get("started_at")?,
-                    finished_at: row.try_get("finished_at")?,
-                    worker_id: row.try_get("worker_id")?,
-                    weights_path: row.try_get("weights_path")?,
+                    started_at: row.started_at,
+                    finished_at: row.finished_at,
+                    worker_id: row.worker_id,
+                    weights_path: row.weights_path,
                 })
             })
             .collect()
@@ -74,19 +112,19 @@ impl Store {
              ORDER BY j.id",
             sweep_condition("j.sweep_id", sweep_id)
         );
-        let rows = retry_busy!(sqlx::query(&sql).bind(sweep_id).fetch_all(&self.pool).await)?;
-        rows.iter()
+        let rows: Vec<FailedDbRow> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(sweep_id)
+            .fetch_all(pool)
+            .await)?;
+        rows.into_iter()
             .map(|row| {
-                let job_id: i64 = row.try_get("id")?;
                 Ok(FailedJob {
-                    job_id,
-                    sweep: row.try_get("sweep")?,
-                    key: JobKey(row.try_get("job_key")?),
-                    params: parse_params(row.try_get("params_json")?, job_id)?,
-                    attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(0),
-                    error: row
-                        .try_get::<Option<String>, _>("error")?
-                        .unwrap_or_default(),
+                    job_id: row.id,
+                    sweep: row.sweep,
+                    key: JobKey(row.job_key),
+                    params: parse_params(&row.params_json, row.id)?,
+                    attempts: u32::try_from(row.attempts).unwrap_or(0),
+                    error: row.error.unwrap_or_default(),
                 })
             })
             .collect()

@@ -8,10 +8,37 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::Row;
 
-use crate::{retry_busy, to_json, JobCounts, Store, StoreError, SubmitOutcome, SweepInfo, DB_NOW};
+use crate::{
+    in_transaction, on_pool, to_json, JobCounts, Store, StoreError, SubmitOutcome, SweepInfo,
+};
 
 /// Jobs per INSERT statement of a submission (one JSON array parameter each).
 const SUBMIT_BATCH: usize = 5_000;
+
+/// The INSERT of one batch of a submission's jobs on SQLite: `$3` is a JSON array of
+/// `[job_key, point_key, params_json]`, inserted in array order so that job ids follow it.
+const INSERT_JOBS_SQLITE: &str =
+    "INSERT INTO jobs (sweep_id, job_key, point_key, params_json, max_attempts)
+     SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), $2
+     FROM json_each($3) WHERE true ORDER BY key
+     ON CONFLICT (sweep_id, job_key) DO NOTHING";
+
+/// The same on PostgreSQL.
+const INSERT_JOBS_POSTGRES: &str =
+    "INSERT INTO jobs (sweep_id, job_key, point_key, params_json, max_attempts)
+     SELECT $1, e.value ->> 0, e.value ->> 1, e.value ->> 2, $2
+     FROM jsonb_array_elements($3::jsonb) WITH ORDINALITY AS e (value, n) ORDER BY e.n
+     ON CONFLICT (sweep_id, job_key) DO NOTHING";
+
+/// A sweep as listed.
+#[derive(sqlx::FromRow)]
+struct SweepRow {
+    id: i64,
+    name: String,
+    description: String,
+    created_at: f64,
+    axes_json: String,
+}
 
 /// One entry of `sweeps.axes_json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,7 +179,8 @@ impl Store {
     /// the jobs it does not have yet (new axis values, new axes). Jobs the sweep has are left
     /// as they are, whatever their state; jobs no longer in the config are kept. Refuses, and
     /// writes nothing, when a fixed parameter differs from the stored sweep. New jobs get
-    /// `max_attempts` (at least 1); existing jobs keep theirs. One write transaction.
+    /// `max_attempts` (at least 1); existing jobs keep theirs. One write transaction (on
+    /// PostgreSQL, submissions to one schema take turns on an advisory lock).
     pub async fn submit_sweep(
         &self,
         spec: &SweepSpec,
@@ -182,13 +210,15 @@ impl Store {
             })
             .collect();
 
-        let mut tx = self.begin_immediate().await?;
-        let existing =
-            sqlx::query("SELECT id, base_params_json, axes_json FROM sweeps WHERE name = ?1")
-                .bind(&spec.name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let sweep_id: i64 = match existing {
+        let now = self.now();
+        let insert_jobs = self.dialect(INSERT_JOBS_SQLITE, INSERT_JOBS_POSTGRES);
+        let added = in_transaction!(self, |tx| {
+            let existing =
+                sqlx::query("SELECT id, base_params_json, axes_json FROM sweeps WHERE name = $1")
+                    .bind(&spec.name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let sweep_id: i64 = match existing {
             Some(row) => {
                 let sweep_id: i64 = row.try_get("id")?;
                 let what = format!("sweep {:?}", spec.name);
@@ -213,8 +243,8 @@ impl Store {
                 }
                 let merged = merge_axes(&old_axes, &old_base, &axes, &base);
                 sqlx::query(&format!(
-                    "UPDATE sweeps SET description = ?1, config_toml = ?2, axes_json = ?3, updated_at = {DB_NOW}
-                     WHERE id = ?4"
+                    "UPDATE sweeps SET description = $1, config_toml = $2, axes_json = $3, updated_at = {now}
+                     WHERE id = $4"
                 ))
                 .bind(&spec.description)
                 .bind(config_toml)
@@ -226,7 +256,7 @@ impl Store {
             }
             None => sqlx::query_scalar(
                 "INSERT INTO sweeps (name, description, config_toml, base_params_json, axes_json)
-                     VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
             )
             .bind(&spec.name)
             .bind(&spec.description)
@@ -237,23 +267,21 @@ impl Store {
             .await?,
         };
 
-        // Rows in array order, so job ids follow the grid order (a grid point's seeds together).
-        let mut added = 0;
-        for batch in &batches {
-            added += sqlx::query(
-                "INSERT INTO jobs (sweep_id, job_key, point_key, params_json, max_attempts)
-                 SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), ?2
-                 FROM json_each(?3) WHERE true ORDER BY key
-                 ON CONFLICT (sweep_id, job_key) DO NOTHING",
-            )
-            .bind(sweep_id)
-            .bind(max_attempts)
-            .bind(batch)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        }
-        tx.commit().await?;
+            // Rows in array order, so job ids follow the grid order (a grid point's seeds together).
+            let mut added = 0;
+            for batch in &batches {
+                added += sqlx::query(insert_jobs)
+                    .bind(sweep_id)
+                    .bind(max_attempts)
+                    .bind(batch)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            tx.commit().await?;
+            (sweep_id, added)
+        });
+        let (sweep_id, added) = added;
         self.remember_sweep(sweep_id, &spec.name);
         let total = spec.jobs().len() as u64;
         tracing::info!(sweep = %spec.name, added, existing = total - added, "submitted sweep");
@@ -266,18 +294,16 @@ impl Store {
 
     /// Every sweep with its job counts, oldest first.
     pub async fn sweeps(&self) -> Result<Vec<SweepInfo>, StoreError> {
-        let rows = retry_busy!(
-            sqlx::query(
-                "SELECT id, name, description, created_at, axes_json FROM sweeps ORDER BY id"
-            )
-            .fetch_all(&self.pool)
-            .await
-        )?;
-        let counted: Vec<(i64, String, i64)> = retry_busy!(
-            sqlx::query_as("SELECT sweep_id, state, count(*) FROM jobs GROUP BY sweep_id, state")
-                .fetch_all(&self.pool)
-                .await
-        )?;
+        let rows: Vec<SweepRow> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, name, description, created_at, axes_json FROM sweeps ORDER BY id"
+        )
+        .fetch_all(pool)
+        .await)?;
+        let counted: Vec<(i64, String, i64)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT sweep_id, state, count(*) FROM jobs GROUP BY sweep_id, state"
+        )
+        .fetch_all(pool)
+        .await)?;
         let mut counts: HashMap<i64, JobCounts> = HashMap::new();
         for (sweep_id, state, count) in counted {
             counts
@@ -287,19 +313,17 @@ impl Store {
         }
         rows.into_iter()
             .map(|row| {
-                let id: i64 = row.try_get("id")?;
-                let name: String = row.try_get("name")?;
-                let axes: Vec<AxisRecord> = serde_json::from_str(row.try_get("axes_json")?)
-                    .map_err(|e| StoreError::Corrupt {
-                        what: format!("sweep {name:?} axes_json"),
+                let axes: Vec<AxisRecord> =
+                    serde_json::from_str(&row.axes_json).map_err(|e| StoreError::Corrupt {
+                        what: format!("sweep {:?} axes_json", row.name),
                         message: e.to_string(),
                     })?;
                 Ok(SweepInfo {
-                    description: row.try_get("description")?,
-                    created_at: row.try_get("created_at")?,
+                    description: row.description,
+                    created_at: row.created_at,
                     axes: axes.into_iter().map(|a| a.key).collect(),
-                    counts: counts.get(&id).copied().unwrap_or_default(),
-                    name,
+                    counts: counts.get(&row.id).copied().unwrap_or_default(),
+                    name: row.name,
                 })
             })
             .collect()
@@ -327,12 +351,10 @@ impl Store {
             "SELECT state, count(*) FROM jobs WHERE {} GROUP BY state",
             sweep_condition("sweep_id", sweep_id)
         );
-        let rows: Vec<(String, i64)> = retry_busy!(
-            sqlx::query_as(&sql)
-                .bind(sweep_id)
-                .fetch_all(&self.pool)
-                .await
-        )?;
+        let rows: Vec<(String, i64)> = on_pool!(self, |pool| sqlx::query_as(&sql)
+            .bind(sweep_id)
+            .fetch_all(pool)
+            .await)?;
         let mut counts = JobCounts::default();
         for (state, count) in rows {
             counts.add(&state, count as u64);
@@ -368,19 +390,18 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let sweep_id = self.sweep_filter(sweep).await?;
         let sql = format!(
-            "UPDATE jobs SET state = ?2, lease_expires_at = NULL, updated_at = {DB_NOW}{also_set}
-             WHERE state = ?3 AND {}",
+            "UPDATE jobs SET state = $2, lease_expires_at = NULL, updated_at = {}{also_set}
+             WHERE state = $3 AND {}",
+            self.now(),
             sweep_condition("sweep_id", sweep_id)
         );
-        let moved = retry_busy!(
-            sqlx::query(&sql)
-                .bind(sweep_id)
-                .bind(to)
-                .bind(from)
-                .execute(&self.pool)
-                .await
-        )?
-        .rows_affected();
+        let moved = on_pool!(self, |pool| sqlx::query(&sql)
+            .bind(sweep_id)
+            .bind(to)
+            .bind(from)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
         tracing::info!(
             sweep = sweep.unwrap_or("(all)"),
             from,
@@ -393,11 +414,11 @@ impl Store {
 
     /// Every sweep name, oldest first.
     async fn sweep_names(&self) -> Result<Vec<String>, StoreError> {
-        Ok(retry_busy!(
-            sqlx::query_scalar("SELECT name FROM sweeps ORDER BY id")
-                .fetch_all(&self.pool)
-                .await
-        )?)
+        Ok(on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT name FROM sweeps ORDER BY id"
+        )
+        .fetch_all(pool)
+        .await)?)
     }
 
     pub(crate) fn remember_sweep(&self, id: i64, name: &str) {
@@ -416,12 +437,12 @@ impl Store {
         if let Some(id) = cached {
             return Ok(id);
         }
-        let id: Option<i64> = retry_busy!(
-            sqlx::query_scalar("SELECT id FROM sweeps WHERE name = ?1")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-        )?;
+        let id: Option<i64> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT id FROM sweeps WHERE name = $1"
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await)?;
         match id {
             Some(id) => {
                 self.remember_sweep(id, name);
@@ -444,12 +465,12 @@ impl Store {
         if let Some(name) = cached {
             return Ok(name);
         }
-        let name: String = retry_busy!(
-            sqlx::query_scalar("SELECT name FROM sweeps WHERE id = ?1")
-                .bind(id)
-                .fetch_one(&self.pool)
-                .await
-        )?;
+        let name: String = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT name FROM sweeps WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_one(pool)
+        .await)?;
         self.remember_sweep(id, &name);
         Ok(name)
     }
@@ -464,23 +485,15 @@ impl Store {
             None => Ok(None),
         }
     }
-
-    /// A `BEGIN IMMEDIATE` transaction: the write lock is taken at the start, so no statement
-    /// inside it can fail with SQLITE_BUSY.
-    pub(crate) async fn begin_immediate(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        Ok(retry_busy!(self.pool.begin_with("BEGIN IMMEDIATE").await)?)
-    }
 }
 
-/// The SQL condition for an optional sweep filter bound as `?1`: `column = ?1`, or, for every
-/// sweep, `?1 IS NULL`, a constant the query planner drops (so indexes on the column stay
+/// The SQL condition for an optional sweep filter bound as `$1`: `column = $1`, or, for every
+/// sweep, `$1 IS NULL`, a constant the query planner drops (so indexes on the column stay
 /// usable in the first case and are not needed in the second).
 pub(crate) fn sweep_condition(column: &str, sweep_id: Option<i64>) -> String {
     match sweep_id {
-        Some(_) => format!("{column} = ?1"),
-        None => "?1 IS NULL".to_string(),
+        Some(_) => format!("{column} = $1"),
+        None => "$1 IS NULL".to_string(),
     }
 }
 

@@ -1,14 +1,13 @@
 //! Claiming, leases and the end of a job: done, failed, released, re-queued.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lifesweep_spec::LossPoint;
 use lifesweep_store::{ClaimedJob, RunRecord, Store, WorkerInfo};
 
-use crate::{metrics, open, path_str, record, seeds_spec, spec, temp_db};
+use crate::{metrics, record, seeds_spec, spec, TestDb};
 
 const LEASE: Duration = Duration::from_secs(60);
 
@@ -27,10 +26,9 @@ async fn claim_when_expired(store: &Store, worker: &str, lease: Duration) -> Cla
     }
 }
 
-#[tokio::test]
-async fn jobs_are_claimed_in_grid_order_once_each() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(jobs_are_claimed_in_grid_order_once_each);
+async fn jobs_are_claimed_in_grid_order_once_each(db: TestDb) {
+    let store = db.open().await;
     let sweep = seeds_spec("a", 3);
     store.submit_sweep(&sweep, "", 3).await.unwrap();
     for expected in sweep.jobs() {
@@ -48,10 +46,9 @@ async fn jobs_are_claimed_in_grid_order_once_each() {
     assert_eq!(store.job_counts(None).await.unwrap().running, 3);
 }
 
-#[tokio::test]
-async fn a_claim_names_a_sweep_or_takes_from_any() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(a_claim_names_a_sweep_or_takes_from_any);
+async fn a_claim_names_a_sweep_or_takes_from_any(db: TestDb) {
+    let store = db.open().await;
     store
         .submit_sweep(&seeds_spec("a", 1), "", 3)
         .await
@@ -84,20 +81,23 @@ async fn a_claim_names_a_sweep_or_takes_from_any() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn eight_stores_on_one_file_claim_every_job_exactly_once() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(
+    eight_stores_on_one_file_claim_every_job_exactly_once,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
+async fn eight_stores_on_one_file_claim_every_job_exactly_once(db: TestDb) {
+    let store = db.open().await;
     store
         .submit_sweep(&seeds_spec("many", 300), "", 3)
         .await
         .unwrap();
-    let path: Arc<PathBuf> = Arc::new(path);
+    let target: Arc<String> = Arc::new(db.target.clone());
     let workers: Vec<_> = (0..8)
         .map(|w| {
-            let path = Arc::clone(&path);
+            let target = Arc::clone(&target);
             tokio::spawn(async move {
-                let store = Store::open(path_str(&path)).await.unwrap();
+                let store = Store::open(&target).await.unwrap();
                 let worker = format!("w{w}");
                 let mut done = Vec::new();
                 while let Some(job) = store.claim_next_job(&worker, None, LEASE).await.unwrap() {
@@ -123,10 +123,9 @@ async fn eight_stores_on_one_file_claim_every_job_exactly_once() {
         .all(|r| r.state == "done" && r.attempts == 1 && r.metrics.is_some()));
 }
 
-#[tokio::test]
-async fn an_expired_lease_passes_the_job_on_and_the_old_worker_can_write_nothing() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(an_expired_lease_passes_the_job_on_and_the_old_worker_can_write_nothing);
+async fn an_expired_lease_passes_the_job_on_and_the_old_worker_can_write_nothing(db: TestDb) {
+    let store = db.open().await;
     store
         .submit_sweep(&seeds_spec("a", 1), "", 3)
         .await
@@ -166,10 +165,9 @@ async fn an_expired_lease_passes_the_job_on_and_the_old_worker_can_write_nothing
     assert_eq!(run.metrics.as_ref().unwrap().success_rate, 0.25);
 }
 
-#[tokio::test]
-async fn a_renewed_lease_keeps_the_job() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(a_renewed_lease_keeps_the_job);
+async fn a_renewed_lease_keeps_the_job(db: TestDb) {
+    let store = db.open().await;
     store
         .submit_sweep(&seeds_spec("a", 1), "", 3)
         .await
@@ -188,10 +186,9 @@ async fn a_renewed_lease_keeps_the_job() {
         .unwrap());
 }
 
-#[tokio::test]
-async fn a_job_whose_last_lease_expires_fails_with_the_reason() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(a_job_whose_last_lease_expires_fails_with_the_reason);
+async fn a_job_whose_last_lease_expires_fails_with_the_reason(db: TestDb) {
+    let store = db.open().await;
     store
         .submit_sweep(&seeds_spec("a", 1), "", 2)
         .await
@@ -219,10 +216,9 @@ async fn a_job_whose_last_lease_expires_fails_with_the_reason() {
     );
 }
 
-#[tokio::test]
-async fn failures_are_retried_until_attempts_run_out() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(failures_are_retried_until_attempts_run_out);
+async fn failures_are_retried_until_attempts_run_out(db: TestDb) {
+    let store = db.open().await;
     store
         .submit_sweep(&seeds_spec("a", 2), "", 2)
         .await
@@ -291,10 +287,9 @@ async fn failures_are_retried_until_attempts_run_out() {
     assert_eq!((again.job_id, again.attempt), (job.job_id, 1));
 }
 
-#[tokio::test]
-async fn a_released_job_goes_back_without_using_an_attempt() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(a_released_job_goes_back_without_using_an_attempt);
+async fn a_released_job_goes_back_without_using_an_attempt(db: TestDb) {
+    let store = db.open().await;
     store
         .submit_sweep(&seeds_spec("a", 1), "", 1)
         .await
@@ -322,10 +317,9 @@ async fn a_released_job_goes_back_without_using_an_attempt() {
     assert_eq!((again.job_id, again.attempt), (job.job_id, 1));
 }
 
-#[tokio::test]
-async fn cancel_stops_queued_jobs_and_uncancel_brings_them_back() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(cancel_stops_queued_jobs_and_uncancel_brings_them_back);
+async fn cancel_stops_queued_jobs_and_uncancel_brings_them_back(db: TestDb) {
+    let store = db.open().await;
     store
         .submit_sweep(&seeds_spec("a", 3), "", 3)
         .await
@@ -370,10 +364,9 @@ async fn cancel_stops_queued_jobs_and_uncancel_brings_them_back() {
     assert_eq!(store.job_counts(Some("a")).await.unwrap().queued, 2);
 }
 
-#[tokio::test]
-async fn claim_jobs_takes_the_seeds_of_one_grid_point() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(claim_jobs_takes_the_seeds_of_one_grid_point);
+async fn claim_jobs_takes_the_seeds_of_one_grid_point(db: TestDb) {
+    let store = db.open().await;
     let text = "[sweep]\nname = \"g\"\n[grid]\nm_factor = [1, 2]\nseed = { from = 1, to = 4 }";
     store.submit_sweep(&spec(text), text, 3).await.unwrap();
     let points = |jobs: Vec<ClaimedJob>| -> Vec<(u32, u64)> {
@@ -400,10 +393,9 @@ async fn claim_jobs_takes_the_seeds_of_one_grid_point() {
         .is_empty());
 }
 
-#[tokio::test]
-async fn the_jobs_of_dead_workers_go_back_at_once() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(the_jobs_of_dead_workers_go_back_at_once);
+async fn the_jobs_of_dead_workers_go_back_at_once(db: TestDb) {
+    let store = db.open().await;
     store
         .submit_sweep(&seeds_spec("a", 3), "", 1)
         .await
@@ -473,10 +465,9 @@ async fn the_jobs_of_dead_workers_go_back_at_once() {
     assert!(on_host.iter().all(|w| w.stopped_at.is_some()));
 }
 
-#[tokio::test]
-async fn runs_round_trip_metrics_loss_curves_and_non_finite_numbers() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(runs_round_trip_metrics_loss_curves_and_non_finite_numbers);
+async fn runs_round_trip_metrics_loss_curves_and_non_finite_numbers(db: TestDb) {
+    let store = db.open().await;
     store
         .submit_sweep(&seeds_spec("a", 3), "", 3)
         .await

@@ -4,41 +4,35 @@ use std::sync::Arc;
 
 use lifesweep_store::{schema_version, Store, StoreError, APPLICATION_ID};
 
-use sqlx::Connection;
+use crate::{dir_listing, open, path_str, raw_connection, seeds_spec, temp_db, Backend, TestDb};
 
-use crate::{dir_listing, open, path_str, raw_connection, seeds_spec, temp_db};
-
-#[tokio::test]
-async fn creates_a_database_in_wal_mode_and_reopens_it() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(creates_a_database_marked_as_ours_and_reopens_it);
+async fn creates_a_database_marked_as_ours_and_reopens_it(db: TestDb) {
+    let store = db.open().await;
     store
         .submit_sweep(&seeds_spec("a", 3), "", 3)
         .await
         .unwrap();
     store.close().await;
 
-    let mut conn = raw_connection(&path).await;
-    let application_id: i64 = sqlx::query_scalar("PRAGMA application_id")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let application_id = db
+        .integer(db.pick(
+            "PRAGMA application_id",
+            "SELECT application_id::bigint FROM lifesweep_database",
+        ))
+        .await;
     assert_eq!(application_id, i64::from(APPLICATION_ID));
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(mode, "wal");
-    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(versions.last().copied(), Some(schema_version()));
-    conn.close().await.unwrap();
+    if db.backend == Backend::Sqlite {
+        assert_eq!(db.strings("PRAGMA journal_mode").await, ["wal"]);
+    }
+    let newest = db
+        .integer("SELECT max(version) FROM _sqlx_migrations")
+        .await;
+    assert_eq!(newest, schema_version());
 
     for store in [
-        open(&path).await,
-        Store::open_existing(path_str(&path)).await.unwrap(),
+        db.open().await,
+        Store::open_existing(&db.target).await.unwrap(),
     ] {
         assert_eq!(store.job_counts(Some("a")).await.unwrap().queued, 3);
         assert_eq!(store.resolve_sweep(None).await.unwrap(), "a");
@@ -140,6 +134,7 @@ async fn refuses_a_file_that_is_not_sqlite_without_touching_it() {
 
 #[tokio::test]
 async fn refuses_a_foreign_sqlite_database_without_touching_it() {
+    use sqlx::Connection;
     let (dir, path) = temp_db();
     let mut conn = raw_connection(&path).await;
     sqlx::query("CREATE TABLE notes (text TEXT); INSERT INTO notes VALUES ('keep me')")
@@ -185,29 +180,26 @@ async fn refuses_a_foreign_sqlite_database_without_touching_it() {
     );
 }
 
-#[tokio::test]
-async fn refuses_a_newer_schema_and_changes_nothing() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(refuses_a_newer_schema_and_changes_nothing);
+async fn refuses_a_newer_schema_and_changes_nothing(db: TestDb) {
+    let store = db.open().await;
     store
         .submit_sweep(&seeds_spec("a", 2), "", 3)
         .await
         .unwrap();
     store.close().await;
-    let mut conn = raw_connection(&path).await;
-    sqlx::query(
+    db.execute(db.pick(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
          VALUES (99990101, 'from the future', 1, x'00', 0)",
-    )
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    conn.close().await.unwrap();
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (99990101, 'from the future', true, '\\x00', 0)",
+    ))
+    .await;
 
-    let before = std::fs::read(&path).unwrap();
+    let before = db.snapshot().await;
     for result in [
-        Store::open(path_str(&path)).await,
-        Store::open_existing(path_str(&path)).await,
+        Store::open(&db.target).await,
+        Store::open_existing(&db.target).await,
     ] {
         match result.unwrap_err() {
             StoreError::NewerSchema {
@@ -220,54 +212,47 @@ async fn refuses_a_newer_schema_and_changes_nothing() {
             other => panic!("expected NewerSchema, got {other:?}"),
         }
     }
-    assert!(
-        std::fs::read(&path).unwrap() == before,
-        "the database was changed"
-    );
+    assert!(db.snapshot().await == before, "the database was changed");
 }
 
-#[tokio::test]
-async fn refuses_a_database_whose_applied_migration_differs() {
-    let (_dir, path) = temp_db();
-    open(&path).await.close().await;
-    let mut conn = raw_connection(&path).await;
-    sqlx::query("UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 1")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    let err = Store::open(path_str(&path)).await.unwrap_err();
+crate::on_both_backends!(refuses_a_database_whose_applied_migration_differs);
+async fn refuses_a_database_whose_applied_migration_differs(db: TestDb) {
+    db.open().await.close().await;
+    db.execute(db.pick(
+        "UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 1",
+        "UPDATE _sqlx_migrations SET checksum = '\\x00' WHERE version = 1",
+    ))
+    .await;
+    let err = Store::open(&db.target).await.unwrap_err();
     assert!(
         matches!(err, StoreError::SchemaMismatch { version: 1, .. }),
         "{err:?}"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_opens_of_a_new_file_create_the_schema_once() {
-    let (_dir, path) = temp_db();
-    let path = Arc::new(path);
+crate::on_both_backends!(
+    concurrent_opens_of_a_new_database_create_the_schema_once,
+    flavor = "multi_thread",
+    worker_threads = 4
+);
+async fn concurrent_opens_of_a_new_database_create_the_schema_once(db: TestDb) {
+    let target = Arc::new(db.target.clone());
     let opens: Vec<_> = (0..32)
         .map(|_| {
-            let path = Arc::clone(&path);
-            tokio::spawn(async move { Store::open(path_str(&path)).await.map(|_| ()) })
+            let target = Arc::clone(&target);
+            tokio::spawn(async move { Store::open(&target).await.map(|_| ()) })
         })
         .collect();
     for open in opens {
         open.await.unwrap().expect("every concurrent open succeeds");
     }
-    let mut conn = raw_connection(&path).await;
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let rows = db.integer("SELECT count(*) FROM _sqlx_migrations").await;
     assert_eq!(rows, schema_version());
 }
 
-#[tokio::test]
-async fn the_runs_view_has_a_column_per_parameter_and_metric() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(the_runs_view_has_a_column_per_parameter_and_metric);
+async fn the_runs_view_has_a_column_per_parameter_and_metric(db: TestDb) {
+    let store = db.open().await;
     store
         .submit_sweep(&seeds_spec("a", 2), "", 3)
         .await
@@ -282,11 +267,13 @@ async fn the_runs_view_has_a_column_per_parameter_and_metric() {
         .await
         .unwrap());
 
-    let mut conn = raw_connection(&path).await;
-    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('runs')")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
+    let columns = db
+        .strings(db.pick(
+            "SELECT name FROM pragma_table_info('runs')",
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = current_schema() AND table_name = 'runs'",
+        ))
+        .await;
     let params = serde_json::to_value(lifesweep_spec::TrainParams::default()).unwrap();
     let metrics = serde_json::to_value(crate::metrics(1.0)).unwrap();
     let expected = params
@@ -300,16 +287,18 @@ async fn the_runs_view_has_a_column_per_parameter_and_metric() {
             "the runs view lacks a column {key:?}: {columns:?}"
         );
     }
-    let rows: Vec<(String, i64, String, Option<i64>)> =
-        sqlx::query_as("SELECT sweep, seed, state, training_success FROM runs ORDER BY job_id")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
+    let rows = db
+        .strings(
+            "SELECT sweep || ' ' || seed || ' ' || state || ' ' || coalesce(training_success, -1)
+             FROM runs ORDER BY job_id",
+        )
+        .await;
+    assert_eq!(rows, ["a 1 done 1", "a 2 queued -1"]);
+    let steps = db
+        .integer("SELECT CAST(sum(steps) + sum(use_sigmoid) AS BIGINT) FROM runs")
+        .await;
     assert_eq!(
-        rows,
-        [
-            ("a".into(), 1, "done".into(), Some(1)),
-            ("a".into(), 2, "queued".into(), None)
-        ]
+        steps, 2,
+        "integers and booleans (as 0/1) come out as numbers"
     );
 }

@@ -1,8 +1,10 @@
-//! Many processes on one database file that does not exist yet: the schema is created once, no
-//! "database is locked" reaches anyone, and every job is run exactly once.
+//! Many processes on one database that does not exist yet (an SQLite file, or a PostgreSQL
+//! database): the database and its schema are created once, no "database is locked" reaches
+//! anyone, and every job is run exactly once.
 //!
 //! The worker processes are this test binary itself, running the ignored test
-//! `processes::worker_process`, which the parent starts with its directory in the environment.
+//! `processes::worker_process`, which the parent starts with its directory and the database in
+//! the environment.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -11,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use lifesweep_store::{schema_version, Store};
 
-use crate::{open, path_str, raw_connection, record, seeds_spec};
+use crate::{record, seeds_spec, Backend, TestDb};
 
 const DIR_VAR: &str = "LIFESWEEP_STORE_TEST_DIR";
+const TARGET_VAR: &str = "LIFESWEEP_STORE_TEST_TARGET";
 const INDEX_VAR: &str = "LIFESWEEP_STORE_TEST_INDEX";
 const PROCESSES: usize = 32;
 const JOBS: u32 = 600;
@@ -68,10 +71,13 @@ fn child_stderr(dir: &Path, index: usize) -> String {
     std::fs::read_to_string(dir.join(format!("stderr-{index}"))).unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thirty_two_processes_open_a_new_file_at_once_and_run_each_job_once() {
+crate::on_both_backends!(
+    thirty_two_processes_open_a_new_database_at_once_and_run_each_job_once,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+async fn thirty_two_processes_open_a_new_database_at_once_and_run_each_job_once(db: TestDb) {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("lifesweep.db");
     let exe = std::env::current_exe().expect("the test binary's path");
     let mut children: Vec<Child> = (0..PROCESSES)
         .map(|i| {
@@ -86,6 +92,7 @@ async fn thirty_two_processes_open_a_new_file_at_once_and_run_each_job_once() {
                     "1",
                 ])
                 .env(DIR_VAR, dir.path())
+                .env(TARGET_VAR, &db.target)
                 .env(INDEX_VAR, i.to_string())
                 .stdout(Stdio::null())
                 .stderr(stderr)
@@ -95,11 +102,13 @@ async fn thirty_two_processes_open_a_new_file_at_once_and_run_each_job_once() {
         .collect();
 
     wait_for_markers(dir.path(), "ready", &mut children).await;
-    assert!(!db.exists());
+    if db.backend == Backend::Sqlite {
+        assert!(!Path::new(&db.target).exists());
+    }
     touch(&dir.path().join("go"));
     wait_for_markers(dir.path(), "opened", &mut children).await;
 
-    let store = open(&db).await;
+    let store = db.open().await;
     store
         .submit_sweep(&seeds_spec("crowd", JOBS), "", 3)
         .await
@@ -130,27 +139,23 @@ async fn thirty_two_processes_open_a_new_file_at_once_and_run_each_job_once() {
         .all(|r| r.state == "done" && r.attempts == 1 && r.metrics.is_some()));
     let workers: HashSet<&str> = runs.iter().filter_map(|r| r.worker_id.as_deref()).collect();
     assert!(workers.len() > 1, "the jobs were shared between processes");
-    let mut conn = raw_connection(&db).await;
-    let migrations: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    let migrations = db.integer("SELECT count(*) FROM _sqlx_migrations").await;
     assert_eq!(migrations, schema_version());
 }
 
 /// One worker process of the test above; does nothing useful on its own.
 #[tokio::test]
-#[ignore = "a child process of thirty_two_processes_open_a_new_file_at_once_and_run_each_job_once"]
+#[ignore = "a child process of thirty_two_processes_open_a_new_database_at_once_and_run_each_job_once"]
 async fn worker_process() {
     let dir = PathBuf::from(
         std::env::var(DIR_VAR).expect("run by the parent test, which sets the directory"),
     );
     let index = std::env::var(INDEX_VAR).expect("run by the parent test, which sets the index");
+    let target =
+        std::env::var(TARGET_VAR).expect("run by the parent test, which sets the database");
     touch(&dir.join(format!("ready-{index}")));
     wait_for_file(&dir.join("go")).await;
-    let store = Store::open(path_str(&dir.join("lifesweep.db")))
-        .await
-        .expect("open the new database");
+    let store = Store::open(&target).await.expect("open the new database");
     touch(&dir.join(format!("opened-{index}")));
 
     wait_for_file(&dir.join("jobs")).await;

@@ -2,7 +2,7 @@
 
 use lifesweep_store::{JobCounts, StoreError};
 
-use crate::{open, seeds_spec, spec, temp_db};
+use crate::{seeds_spec, spec, TestDb};
 
 const GRID: &str = r#"
 [sweep]
@@ -15,10 +15,9 @@ seed = { from = 1, to = 3 }
 batches = 10
 "#;
 
-#[tokio::test]
-async fn submitting_the_same_config_twice_adds_nothing() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(submitting_the_same_config_twice_adds_nothing);
+async fn submitting_the_same_config_twice_adds_nothing(db: TestDb) {
+    let store = db.open().await;
     let first = store.submit_sweep(&spec(GRID), GRID, 3).await.unwrap();
     assert_eq!((first.added, first.existing), (6, 0));
     let again = store.submit_sweep(&spec(GRID), GRID, 3).await.unwrap();
@@ -35,10 +34,9 @@ async fn submitting_the_same_config_twice_adds_nothing() {
     );
 }
 
-#[tokio::test]
-async fn extending_adds_only_new_points_and_removing_values_deletes_nothing() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(extending_adds_only_new_points_and_removing_values_deletes_nothing);
+async fn extending_adds_only_new_points_and_removing_values_deletes_nothing(db: TestDb) {
+    let store = db.open().await;
     store.submit_sweep(&spec(GRID), GRID, 3).await.unwrap();
     let job = store
         .claim_next_job("w1", None, std::time::Duration::from_secs(60))
@@ -87,10 +85,9 @@ async fn extending_adds_only_new_points_and_removing_values_deletes_nothing() {
     assert_eq!(info[0].description, "first");
 }
 
-#[tokio::test]
-async fn changing_a_fixed_parameter_is_refused_with_what_changed() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(changing_a_fixed_parameter_is_refused_with_what_changed);
+async fn changing_a_fixed_parameter_is_refused_with_what_changed(db: TestDb) {
+    let store = db.open().await;
     store.submit_sweep(&spec(GRID), GRID, 3).await.unwrap();
     let changed = GRID
         .replace("batches = 10", "batches = 20\nuse_sigmoid = true")
@@ -121,10 +118,9 @@ async fn changing_a_fixed_parameter_is_refused_with_what_changed() {
     );
 }
 
-#[tokio::test]
-async fn sweeps_are_listed_and_resolved_by_name() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(sweeps_are_listed_and_resolved_by_name);
+async fn sweeps_are_listed_and_resolved_by_name(db: TestDb) {
+    let store = db.open().await;
     assert!(matches!(
         store.resolve_sweep(None).await.unwrap_err(),
         StoreError::NoSweep
@@ -167,10 +163,9 @@ async fn sweeps_are_listed_and_resolved_by_name() {
     assert_eq!(store.job_counts(None).await.unwrap().queued, 5);
 }
 
-#[tokio::test]
-async fn a_large_sweep_is_submitted_in_batches_in_grid_order() {
-    let (_dir, path) = temp_db();
-    let store = open(&path).await;
+crate::on_both_backends!(a_large_sweep_is_submitted_in_batches_in_grid_order);
+async fn a_large_sweep_is_submitted_in_batches_in_grid_order(db: TestDb) {
+    let store = db.open().await;
     let big = seeds_spec("big", 12_345);
     let outcome = store.submit_sweep(&big, "", 3).await.unwrap();
     assert_eq!((outcome.added, outcome.existing), (12_345, 0));
