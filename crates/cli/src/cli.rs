@@ -48,11 +48,14 @@ pub enum Command {
     Export(ExportArgs),
     /// Print the boards the training generator makes and their targets.
     Boards(BoardsArgs),
+    /// Run a sweep on a Slurm cluster: one job array of workers, a PostgreSQL database.
+    Slurm(SlurmArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct DbArgs {
-    /// The database: a SQLite file path (created if missing for run/submit/work).
+    /// The database: an SQLite file path, or a postgres:// URL (created if missing for
+    /// run/submit/work).
     #[arg(long, env = "LIFESWEEP_DB", default_value = "lifesweep.db")]
     pub db: String,
 }
@@ -177,6 +180,9 @@ pub struct ResultsArgs {
     /// One row per run instead of one per grid point.
     #[arg(long)]
     pub runs: bool,
+    /// In the terminal table, also show min/max success_rate, final loss and wall time.
+    #[arg(long)]
+    pub wide: bool,
     /// Group by these parameters (comma separated; default: every axis but seed).
     #[arg(long, value_delimiter = ',')]
     pub group_by: Vec<String>,
@@ -295,4 +301,71 @@ impl From<OutputFormat> for lifesweep_results::Format {
 pub enum BoardsFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SlurmArgs {
+    #[command(subcommand)]
+    pub command: SlurmCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SlurmCommand {
+    /// Add the sweep's jobs to the database and submit one sbatch job array of N workers.
+    Submit(SlurmSubmitArgs),
+    /// The sweep's array tasks (squeue) next to its jobs by state.
+    Status(SlurmStatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SlurmSubmitArgs {
+    /// The sweep config (TOML).
+    pub config: PathBuf,
+    /// The database every worker reaches: a postgres:// URL (keep the password in ~/.pgpass or
+    /// PGPASSWORD rather than in the URL).
+    #[arg(long, env = "LIFESWEEP_DB")]
+    pub db: String,
+    /// Array tasks, one worker each (fewer when fewer jobs are queued).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub workers: u32,
+    /// GPUs per worker (0 or 1): asks Slurm for gres gpu:1 and trains on cuda:0, the GPU Slurm
+    /// hands the task.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1))]
+    pub gpus_per_worker: u32,
+    /// CPU threads per worker (sbatch --cpus-per-task).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub threads: u32,
+    /// Slurm partition.
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Time limit per task in Slurm's format (MINUTES, HH:MM:SS, D-HH:MM...). Before it runs
+    /// out, the worker hands its job back and the task requeues itself.
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Another #SBATCH option for every task, e.g. --sbatch-option=--account=lab (repeatable).
+    #[arg(long = "sbatch-option", value_name = "OPTION")]
+    pub sbatch_options: Vec<String>,
+    /// The lifesweep executable on the compute nodes (default: this one, by absolute path).
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<PathBuf>,
+    /// Seconds between the workers' lease renewals; a lease lasts three of these.
+    #[arg(long, default_value_t = 10.0)]
+    pub heartbeat: f64,
+    /// Attempts per job before it is marked failed.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Print the batch script; write nothing, submit nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SlurmStatusArgs {
+    /// The sweep (default: the only one in the database).
+    pub sweep: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// table: for people; json: one object with the counts and the tasks.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
 }

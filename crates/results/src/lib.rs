@@ -7,6 +7,7 @@
 //! rows) and does not write files (the caller writes the strings and bytes it returns).
 
 mod export;
+mod filter;
 pub mod plot;
 pub mod report;
 mod sort;
@@ -15,6 +16,7 @@ mod status;
 mod table;
 
 pub use export::export_table;
+pub use filter::{Filter, Op};
 pub use sort::SortKey;
 pub use stats::{wilson_interval, Z_95};
 pub use status::{human_duration, progress, Progress};
@@ -39,6 +41,8 @@ pub enum ResultsError {
     BadSortKey { key: String, message: String },
     #[error("unknown column {column:?} in --sort; columns are {known}")]
     UnknownSortColumn { column: String, known: String },
+    #[error("--where {filter:?}: {message}")]
+    BadFilter { filter: String, message: String },
 }
 
 /// A run's parameters as a JSON object keyed by parameter name.
@@ -211,6 +215,15 @@ pub fn groups_table(groups: &[GroupStats], group_by: &[String]) -> Table {
         .collect();
     Table { columns, rows }
 }
+
+/// Grid-point columns left out of the terminal table unless asked for (`--wide`): the
+/// terminal view keeps the success probability, its interval and the mean success rate.
+pub const WIDE_ONLY_COLUMNS: &[&str] = &[
+    "min_success_rate",
+    "max_success_rate",
+    "mean_final_loss",
+    "mean_wall_seconds",
+];
 
 /// One row per job: every parameter, then the state and every metric.
 pub fn runs_table(rows: &[RunRow]) -> Table {

@@ -46,6 +46,26 @@ pub(crate) fn text(value: &Value, for_terminal: bool) -> String {
 }
 
 impl Table {
+    /// The table with only the columns `keep` accepts, in their order.
+    pub fn select(&self, keep: impl Fn(&str) -> bool) -> Table {
+        let indices: Vec<usize> = (0..self.columns.len())
+            .filter(|&i| keep(&self.columns[i]))
+            .collect();
+        Table {
+            columns: indices.iter().map(|&i| self.columns[i].clone()).collect(),
+            rows: self
+                .rows
+                .iter()
+                .map(|row| {
+                    indices
+                        .iter()
+                        .map(|&i| row.get(i).cloned().unwrap_or(Value::Null))
+                        .collect()
+                })
+                .collect(),
+        }
+    }
+
     pub fn render(&self, format: Format) -> Result<String, ResultsError> {
         match format {
             Format::Table => Ok(self.render_terminal()),

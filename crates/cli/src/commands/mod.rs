@@ -9,6 +9,7 @@ mod results;
 mod resume;
 mod retry;
 mod run;
+mod slurm;
 mod status;
 mod submit;
 mod work;
@@ -34,5 +35,6 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Status(args) => status::status(args),
         Command::Export(args) => export::export(args),
         Command::Boards(args) => boards::boards(args),
+        Command::Slurm(args) => slurm::slurm(args, quiet),
     }
 }

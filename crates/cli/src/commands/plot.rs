@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use lifesweep_results::params_map;
 use lifesweep_results::plot::{figures, Figure};
+use lifesweep_results::Filter;
 use lifesweep_store::{RunRow, Store};
 
 use crate::cli::PlotArgs;
-use crate::commands::results::{matches, parse_filters};
+use crate::commands::results::{parse_filters, passes};
 use crate::common;
 
 /// A sweep's runs, kept by `--where`, with what names its grid points.
@@ -41,19 +41,16 @@ impl SweepRuns {
 pub(crate) async fn load_runs(
     store: &Store,
     sweep: Option<&str>,
-    filters: &[(String, String)],
+    filters: &[Filter],
 ) -> Result<SweepRuns> {
     let sweep = store.resolve_sweep(sweep).await?;
     let info = store.sweeps().await?.into_iter().find(|s| s.name == sweep);
     let (description, axes) = info.map(|s| (s.description, s.axes)).unwrap_or_default();
     let mut rows = store.runs(Some(&sweep)).await?;
     let total = rows.len();
-    rows.retain(|row| {
-        let params = params_map(&row.params);
-        filters.iter().all(|(k, v)| matches(params.get(k), v))
-    });
+    rows.retain(|row| passes(row, filters));
     if rows.is_empty() && total > 0 {
-        let wanted: Vec<String> = filters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let wanted: Vec<String> = filters.iter().map(ToString::to_string).collect();
         bail!(
             "no job of sweep {sweep:?} matches --where {}; `lifesweep results --runs` lists its parameters",
             wanted.join(" --where ")

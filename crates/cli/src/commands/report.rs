@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use lifesweep_results::plot::figures;
 use lifesweep_results::report::{Block, Report};
-use lifesweep_results::{group_runs, groups_table, progress};
+use lifesweep_results::{group_runs, groups_table, progress, Filter};
 use lifesweep_store::{FailedJob, JobCounts};
 
 use crate::cli::ReportArgs;
@@ -36,7 +36,7 @@ fn counts(runs: &SweepRuns) -> JobCounts {
 
 fn build(
     runs: &SweepRuns,
-    filters: &[(String, String)],
+    filters: &[Filter],
 ) -> Result<(Report, Vec<lifesweep_results::plot::Figure>)> {
     let c = counts(runs);
     let mut blocks = Vec::new();
@@ -53,7 +53,7 @@ fn build(
         c.cancelled
     );
     if !filters.is_empty() {
-        let wanted: Vec<String> = filters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let wanted: Vec<String> = filters.iter().map(ToString::to_string).collect();
         summary.push_str(&format!(" Only runs with {}.", wanted.join(", ")));
     }
     blocks.push(Block::Paragraph(summary));

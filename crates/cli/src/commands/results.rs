@@ -1,13 +1,12 @@
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use lifesweep_results::{
-    group_runs, groups_table, param_names, params_map, runs_table, SortKey, Table,
+    group_runs, groups_table, params_map, runs_table, Filter, SortKey, Table, WIDE_ONLY_COLUMNS,
 };
 use lifesweep_store::RunRow;
-use serde_json::Value;
 
-use crate::cli::ResultsArgs;
+use crate::cli::{OutputFormat, ResultsArgs};
 use crate::common;
 
 /// The grid-point table of `rows`, grouped by `group_by`.
@@ -16,38 +15,18 @@ pub fn grid_table(rows: &[RunRow], group_by: &[String]) -> Result<Table> {
     Ok(groups_table(&groups, group_by))
 }
 
-/// Parses `--where KEY=VALUE` filters, checking the key.
-pub(crate) fn parse_filters(filters: &[String]) -> Result<Vec<(String, String)>> {
-    let known = param_names();
-    filters
+/// Parses `--where` filters (`steps=2`, `seed<=10`, ...), checking keys and values.
+pub(crate) fn parse_filters(filters: &[String]) -> Result<Vec<Filter>> {
+    Ok(filters
         .iter()
-        .map(|f| {
-            let Some((key, value)) = f.split_once('=') else {
-                bail!("--where {f:?}: expected KEY=VALUE, e.g. --where steps=2");
-            };
-            let key = key.trim();
-            if !known.iter().any(|k| k == key) {
-                bail!(
-                    "--where {f:?}: unknown parameter {key:?}; parameters are {}",
-                    known.join(", ")
-                );
-            }
-            Ok((key.to_string(), value.trim().to_string()))
-        })
-        .collect()
+        .map(|f| Filter::parse(f))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Whether a parameter value matches a filter's text (numbers compare as numbers).
-pub(crate) fn matches(value: Option<&Value>, wanted: &str) -> bool {
-    match value {
-        Some(Value::String(s)) => s.eq_ignore_ascii_case(wanted),
-        Some(Value::Number(n)) => match (n.as_f64(), wanted.parse::<f64>()) {
-            (Some(a), Ok(b)) => a == b,
-            _ => false,
-        },
-        Some(other) => other.to_string() == wanted,
-        None => false,
-    }
+/// Whether a run passes every filter.
+pub(crate) fn passes(row: &RunRow, filters: &[Filter]) -> bool {
+    let params = params_map(&row.params);
+    filters.iter().all(|f| f.matches(&params))
 }
 
 pub fn results(args: ResultsArgs) -> Result<ExitCode> {
@@ -62,10 +41,7 @@ pub fn results(args: ResultsArgs) -> Result<ExitCode> {
         let store = common::open_existing_store(&args.db.db).await?;
         let sweep = store.resolve_sweep(args.sweep.as_deref()).await?;
         let mut rows = store.runs(Some(&sweep)).await?;
-        rows.retain(|row| {
-            let params = params_map(&row.params);
-            filters.iter().all(|(k, v)| matches(params.get(k), v))
-        });
+        rows.retain(|row| passes(row, &filters));
         let mut table = if args.runs {
             runs_table(&rows)
         } else {
@@ -78,6 +54,9 @@ pub fn results(args: ResultsArgs) -> Result<ExitCode> {
             grid_table(&rows, &group_by)?
         };
         table.sort(&sort)?;
+        if args.format == OutputFormat::Table && !args.runs && !args.wide {
+            table = table.select(|c| !WIDE_ONLY_COLUMNS.contains(&c));
+        }
         print!("{}", table.render(args.format.into())?);
         Ok(ExitCode::SUCCESS)
     })

@@ -114,7 +114,10 @@ pub async fn drive_sweep(
     progress.finish(&outcome.counts);
 
     let rows = store.runs(Some(&config.sweep)).await?;
-    let table = grid_table(&rows, group_keys)?;
+    let mut table = grid_table(&rows, group_keys)?;
+    if format == OutputFormat::Table {
+        table = table.select(|c| !lifesweep_results::WIDE_ONLY_COLUMNS.contains(&c));
+    }
     print!("{}", table.render(format.into())?);
 
     let counts = outcome.counts;

@@ -8,6 +8,7 @@ mod determinism;
 mod end_to_end;
 mod fixture;
 mod reading;
+mod slurm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
