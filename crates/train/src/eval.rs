@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use lifesweep_life::{generate_batch, stream_rng, RngStream};
 use lifesweep_spec::TrainParams;
 
-use crate::fused::stable_sigmoid;
+use crate::math::stable_sigmoid;
 use crate::network::{check_params, Network, Pass};
 use crate::TrainError;
 

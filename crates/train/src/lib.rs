@@ -13,17 +13,21 @@
 //! and scheduling runs belong to the callers.
 //!
 //! Reading order: [`network`] (architecture, initialisation, presolve and the three
-//! formulations of the forward pass), [`fused`] (the CPU kernels of the fast path), [`loss`],
-//! [`mod@train`] (the loop) and [`mod@eval`].
+//! formulations of the forward pass), [`native`] (the fast CPU path: a whole training step on
+//! host buffers) and its [`kernels`], [`loss`], [`mod@train`] (the loop) and [`mod@eval`].
 
+mod batched;
 pub mod eval;
-pub mod fused;
+pub mod kernels;
 pub mod loss;
+mod many;
 mod math;
+pub mod native;
 pub mod network;
 pub mod train;
 
 pub use eval::{evaluate, EvalResult};
+pub use many::{train_and_evaluate_many, train_and_evaluate_many_with, MAX_FUSED_RUNS};
 pub use network::{presolved_network, Formulation, Network, Pass};
 pub use train::{train, train_and_evaluate, TrainControl, TrainOutcome};
 

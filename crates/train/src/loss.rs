@@ -7,25 +7,18 @@
 //! to [0, 1] and scored like PyTorch's `BCELoss`: logs clamped at -100, gradient
 //! `(p - y) / max(p (1 - p), 1e-12)` where the clamp passes it.
 //!
-//! Two implementations with the same values and gradients: one fused CPU op
-//! ([`crate::fused::BceLoss`]) and one of candle ops for any device, whose gradient comes from a
-//! surrogate term (see [`bce_loss_ops`]).
+//! Two implementations with the same values and gradients: the cell function of the native
+//! CPU path ([`crate::math::bce_cell`]) and one of candle ops for any device, whose gradient
+//! comes from a surrogate term (see [`bce_loss_ops`]).
 
 use candle_core::{DType, Result, Tensor};
 
-use crate::fused::BceLoss;
-
 /// The mean BCE of `output` (logits when `logits`) against 0/1 `targets` of the same number of
-/// elements, as a scalar tensor to call `backward` on. `fused` picks the CPU op.
-pub fn bce_loss(output: &Tensor, targets: &Tensor, logits: bool, fused: bool) -> Result<Tensor> {
+/// elements, as a scalar tensor to call `backward` on.
+pub fn bce_loss(output: &Tensor, targets: &Tensor, logits: bool) -> Result<Tensor> {
     let x = output.flatten_all()?;
     let y = targets.flatten_all()?.to_dtype(DType::F32)?;
-    if fused {
-        x.contiguous()?
-            .apply_op2(&y.contiguous()?, BceLoss::new(logits))
-    } else {
-        bce_loss_ops(&x, &y, logits)
-    }
+    bce_loss_ops(&x, &y, logits)
 }
 
 /// The device-independent form. Its value is computed on the detached output; its gradient
@@ -34,11 +27,20 @@ pub fn bce_loss(output: &Tensor, targets: &Tensor, logits: bool, fused: bool) ->
 /// `ln` at 0 (NaN) nor its 0.5 split of the clamp's gradient at ties enters training.
 pub fn bce_loss_ops(x: &Tensor, y: &Tensor, logits: bool) -> Result<Tensor> {
     let xd = x.detach();
-    let (cell_loss, cell_grad) = if logits {
+    let (cell_loss, cell_grad) = bce_cells_ops(&xd, y, logits)?;
+    let value = cell_loss.mean_all()?;
+    let grad = cell_grad.affine(1.0 / x.elem_count() as f64, 0.0)?;
+    let surrogate = ((x - &xd)? * grad)?.sum_all()?;
+    value + surrogate
+}
+
+/// The loss and gradient of each cell (see the module documentation) of detached outputs.
+pub(crate) fn bce_cells_ops(xd: &Tensor, y: &Tensor, logits: bool) -> Result<(Tensor, Tensor)> {
+    if logits {
         let softplus = xd.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
-        let loss = ((xd.relu()? - (&xd * y)?)? + softplus)?;
-        let grad = (candle_nn::ops::sigmoid(&xd)? - y)?;
-        (loss, grad)
+        let loss = ((xd.relu()? - (xd * y)?)? + softplus)?;
+        let grad = (candle_nn::ops::sigmoid(xd)? - y)?;
+        Ok((loss, grad))
     } else {
         let p = xd.clamp(0f32, 1f32)?;
         let q = p.affine(-1.0, 1.0)?;
@@ -48,12 +50,8 @@ pub fn bce_loss_ops(x: &Tensor, y: &Tensor, logits: bool) -> Result<Tensor> {
         let inside = (xd.ge(0f32)?.to_dtype(DType::F32)? * xd.le(1f32)?.to_dtype(DType::F32)?)?;
         let denom = (&p * &q)?.maximum(1e-12f32)?;
         let grad = (((&p - y)? / denom)? * inside)?;
-        (loss, grad)
-    };
-    let value = cell_loss.mean_all()?;
-    let grad = cell_grad.affine(1.0 / x.elem_count() as f64, 0.0)?;
-    let surrogate = ((x - &xd)? * grad)?.sum_all()?;
-    value + surrogate
+        Ok((loss, grad))
+    }
 }
 
 #[cfg(test)]
@@ -62,11 +60,25 @@ mod tests {
 
     use super::*;
 
-    /// Loss and gradient of both implementations at the given outputs.
+    /// Loss and gradient of both implementations at the given outputs: `fused` the cell
+    /// function of the native path (mean in f64, like it), else the candle ops.
     fn loss_and_grad(xs: &[f32], ys: &[f32], logits: bool, fused: bool) -> (f32, Vec<f32>) {
+        if fused {
+            let n = xs.len() as f32;
+            let cells: Vec<(f32, f32)> = xs
+                .iter()
+                .zip(ys)
+                .map(|(&x, &y)| crate::math::bce_cell(x, y, logits))
+                .collect();
+            let mean = cells.iter().map(|&(l, _)| f64::from(l)).sum::<f64>() / xs.len() as f64;
+            return (
+                mean as f32,
+                cells.iter().map(|&(_, g)| g * (1.0 / n)).collect(),
+            );
+        }
         let x = Var::from_slice(xs, xs.len(), &Device::Cpu).unwrap();
         let y = Tensor::from_slice(ys, ys.len(), &Device::Cpu).unwrap();
-        let loss = bce_loss(x.as_tensor(), &y, logits, fused).unwrap();
+        let loss = bce_loss(x.as_tensor(), &y, logits).unwrap();
         let grads = loss.backward().unwrap();
         let grad = grads.get(&x).unwrap().to_vec1::<f32>().unwrap();
         (loss.to_scalar::<f32>().unwrap(), grad)

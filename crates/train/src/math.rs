@@ -83,6 +83,55 @@ pub fn ln_unit(p: f32) -> f32 {
     }
 }
 
+/// Loss and gradient of one cell of the mean binary cross-entropy, in f32 like PyTorch: with
+/// `logits`, the stable form `max(x, 0) - x y + ln(1 + exp(-|x|))` with gradient
+/// `sigmoid(x) - y`; without, `BCELoss(clamp(x, 0, 1), y)` with logs clamped at -100 and
+/// gradient `(p - y) / max(p (1 - p), 1e-12)` where `0 <= x <= 1`, else 0. Selects, not
+/// branches, so that a loop over cells vectorises; NaN stays NaN.
+#[inline(always)]
+pub fn bce_cell(x: f32, y: f32, logits: bool) -> (f32, f32) {
+    if logits {
+        let e = exp_neg(x.abs());
+        let positive = if x > 0.0 { x } else { 0.0 };
+        let loss = positive - x * y + ln_1p_unit(e);
+        // sigmoid(x) from the same exponential
+        let sigmoid = if x >= 0.0 {
+            1.0 / (1.0 + e)
+        } else {
+            e / (1.0 + e)
+        };
+        (loss, sigmoid - y)
+    } else {
+        let clamp_log = |v: f32| if v < -100.0 { -100.0 } else { v };
+        let p = x.clamp(0.0, 1.0);
+        let q = 1.0 - p;
+        let loss = -(y * clamp_log(ln_unit(p)) + (1.0 - y) * clamp_log(ln_unit(q)));
+        let denom = p * q;
+        let denom = if denom > 1e-12 { denom } else { 1e-12 };
+        let grad = if (0.0..=1.0).contains(&x) {
+            (p - y) / denom
+        } else {
+            0.0
+        };
+        (loss, grad)
+    }
+}
+
+/// `1 / (1 + exp(-x))` without overflow for large `|x|`.
+pub fn stable_sigmoid(x: f32) -> f32 {
+    let e = exp_neg(x.abs());
+    if x >= 0.0 {
+        1.0 / (1.0 + e)
+    } else {
+        e / (1.0 + e)
+    }
+}
+
+/// candle's f32 `erf` (the one its GELU uses).
+pub fn erf(v: f32) -> f32 {
+    candle_core::cpu::erf::erf_f32(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,8 +49,9 @@ use lifesweep_spec::{Activation, TrainParams};
 use rand::{Rng, RngCore};
 use rand_distr::{Distribution, Normal};
 
-use crate::fused::{Act, BlockLayout, BlockOp};
+use crate::kernels::Kernels;
 use crate::loss::bce_loss;
+use crate::native::{forward_eval, Act, BlockLayout, NetShape};
 use crate::TrainError;
 
 /// Channel dropout probability of `normalize`.
@@ -65,8 +66,9 @@ pub const LEAKY_SLOPE: f32 = 0.01;
 /// gradients (up to float rounding); they differ in speed and in the devices they run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Formulation {
-    /// Channels-first matmuls in one fused CPU kernel per block ([`crate::fused`]): the fast
-    /// path, CPU only.
+    /// The native CPU path ([`crate::native`]): the whole training step on host buffers
+    /// with hand-written vector kernels, no candle graph. CPU only. A training pass through
+    /// [`Network::forward`] (candle autograd) computes it as [`Formulation::Ops`].
     Fused,
     /// The same matmul formulation from candle's differentiable ops: any device.
     Ops,
@@ -358,6 +360,51 @@ impl Network {
         Ok(out)
     }
 
+    /// What the native path needs to know of the network.
+    pub(crate) fn shape(&self) -> NetShape {
+        let acts = |train: bool| {
+            (0..self.blocks.len())
+                .map(|block| [0, 1, 2].map(|layer| self.layer_act(block, layer, train)))
+                .collect()
+        };
+        NetShape {
+            layout: self.layout,
+            blocks: self.blocks.len(),
+            shift: self.shift,
+            dropout: self.dropout,
+            logits: self.ends_in_sigmoid,
+            train_acts: acts(true),
+            eval_acts: acts(false),
+        }
+    }
+
+    /// Every block's packed parameters, block after block (see [`BlockLayout`]).
+    pub(crate) fn packed_params(&self) -> candle_core::Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(self.blocks.len() * self.layout.param_count());
+        for block in &self.blocks {
+            out.extend(block.params.as_tensor().to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// Sets every block's packed parameters from `values` (as [`Network::packed_params`]).
+    pub(crate) fn set_packed_params(&self, values: &[f32]) -> candle_core::Result<()> {
+        let count = self.layout.param_count();
+        if values.len() != self.blocks.len() * count {
+            candle_core::bail!(
+                "{} parameters for {} blocks of {count}",
+                values.len(),
+                self.blocks.len()
+            )
+        }
+        for (block, values) in self.blocks.iter().zip(values.chunks_exact(count)) {
+            block
+                .params
+                .set(&Tensor::from_slice(values, count, &self.device)?)?;
+        }
+        Ok(())
+    }
+
     /// The activation after a layer (0 = conv3, 1 = conv1a, 2 = conv1b) of block `block`.
     fn layer_act(&self, block: usize, layer: usize, train: bool) -> Act {
         if layer == 2 && block + 1 == self.blocks.len() && self.ends_in_sigmoid {
@@ -400,8 +447,7 @@ impl Network {
 
     /// The training loss (mean BCE, see [`crate::loss`]) of a raw output against its targets.
     pub fn loss(&self, output: &Tensor, targets: &Tensor) -> Result<Tensor, TrainError> {
-        let fused = self.formulation == Formulation::Fused;
-        Ok(bce_loss(output, targets, self.ends_in_sigmoid, fused)?)
+        Ok(bce_loss(output, targets, self.ends_in_sigmoid)?)
     }
 
     fn forward_flat(
@@ -415,7 +461,25 @@ impl Network {
         let train = matches!(pass, Pass::Train(_));
         let last = self.blocks.len().saturating_sub(1);
         let mut x = boards.to_dtype(DType::F32)?;
-        if self.formulation == Formulation::Conv2d {
+        // the native path has no autograd: a training pass of `Fused` runs as `Ops`
+        let formulation = match (self.formulation, train) {
+            (Formulation::Fused, true) => Formulation::Ops,
+            (formulation, _) => formulation,
+        };
+        if formulation == Formulation::Fused {
+            let inputs = x.flatten_all()?.to_vec1::<f32>()?;
+            let params = self.packed_params()?;
+            let out = forward_eval(
+                &self.shape(),
+                &params,
+                &inputs,
+                samples,
+                size,
+                Kernels::detect(),
+            );
+            return Tensor::from_vec(out, (1, n), &self.device);
+        }
+        if formulation == Formulation::Conv2d {
             x = x.reshape((samples, 1, size, size))?;
         }
         for (i, block) in self.blocks.iter().enumerate() {
@@ -435,21 +499,7 @@ impl Network {
                 }
             }
             let params = block.params(&pass);
-            if self.formulation == Formulation::Fused {
-                let op = BlockOp::new(
-                    samples,
-                    size,
-                    self.shift,
-                    self.layout,
-                    acts,
-                    slopes,
-                    mask,
-                    train,
-                );
-                x = x.contiguous()?.apply_op2(&params, op)?;
-                continue;
-            }
-            x = match self.formulation {
+            x = match formulation {
                 Formulation::Conv2d => x
                     .pad_with_zeros(2, 1, 1)?
                     .pad_with_zeros(3, 1, 1)?
@@ -463,7 +513,7 @@ impl Network {
                 let bias = params.narrow(0, b_off, cout)?;
                 let slopes = slopes[layer].take();
                 let mask = if layer == 0 { mask.take() } else { None };
-                x = if self.formulation == Formulation::Ops {
+                x = if formulation == Formulation::Ops {
                     let pre = weight
                         .reshape((cout, cin * kernel * kernel))?
                         .matmul(&x)?
@@ -602,7 +652,7 @@ fn presolved_block(
 }
 
 /// The RReLU slopes and dropout mask of one layer in a training pass.
-fn draw_noise(
+pub(crate) fn draw_noise(
     rng: &mut dyn RngCore,
     act: Act,
     dropout: bool,
@@ -632,7 +682,12 @@ fn draw_noise(
 
 /// The im2col of the fused kernels (see [`crate::fused`]) from candle ops: `[9, N]`, the 9
 /// zero-padded shifts of the boards minus `shift`.
-fn im2col_ops(x: &Tensor, samples: usize, size: usize, shift: f32) -> candle_core::Result<Tensor> {
+pub(crate) fn im2col_ops(
+    x: &Tensor,
+    samples: usize,
+    size: usize,
+    shift: f32,
+) -> candle_core::Result<Tensor> {
     let padded = x
         .reshape((samples, size, size))?
         .pad_with_zeros(1, 1, 1)?
@@ -655,7 +710,11 @@ fn im2col_ops(x: &Tensor, samples: usize, size: usize, shift: f32) -> candle_cor
 
 /// An activation from candle ops, with PyTorch's gradients except ReLU's at exactly 0 (candle
 /// passes the gradient there, PyTorch does not).
-fn act_ops(x: &Tensor, act: Act, slopes: Option<&Tensor>) -> candle_core::Result<Tensor> {
+pub(crate) fn act_ops(
+    x: &Tensor,
+    act: Act,
+    slopes: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
     match act {
         Act::Identity => Ok(x.clone()),
         Act::Relu => x.relu(),

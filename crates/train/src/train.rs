@@ -8,7 +8,9 @@ use lifesweep_life::{generate_batch, stream_rng, RngStream};
 use lifesweep_spec::{LossPoint, RunMetrics, TrainParams};
 
 use crate::eval::evaluate;
-use crate::network::{check_params, Network, Pass};
+use crate::kernels::Kernels;
+use crate::native::{Adam, BatchSpec, Trainer, Workspace};
+use crate::network::{check_params, Formulation, Network, Pass};
 use crate::TrainError;
 
 /// `should_stop` is asked, and `on_progress` told, every this many batches.
@@ -60,8 +62,29 @@ pub fn train_and_evaluate(
     let started = Instant::now();
     let net = Network::new(params, device)?;
     let loss_curve = train(&net, params, control)?;
-    let eval = evaluate(&net, params, device)?;
-    let wall_seconds = started.elapsed().as_secs_f64();
+    finish_run(
+        &net,
+        params,
+        device,
+        device_label,
+        loss_curve,
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+/// Evaluates a trained network and assembles the outcome of its run; `seconds` so far are
+/// added to the evaluation time in [`RunMetrics::wall_seconds`].
+pub(crate) fn finish_run(
+    net: &Network,
+    params: &TrainParams,
+    device: &Device,
+    device_label: &str,
+    loss_curve: Vec<LossPoint>,
+    seconds: f64,
+) -> Result<TrainOutcome, TrainError> {
+    let started = Instant::now();
+    let eval = evaluate(net, params, device)?;
+    let wall_seconds = seconds + started.elapsed().as_secs_f64();
     let final_loss = loss_curve.last().map_or(f64::NAN, |point| point.loss);
     tracing::debug!(
         success_rate = eval.success_rate,
@@ -99,12 +122,15 @@ pub fn train(
     control: &TrainControl,
 ) -> Result<Vec<LossPoint>, TrainError> {
     check_params(params)?;
+    if net.formulation() == Formulation::Fused && net.device().is_cpu() {
+        return train_native(net, params, control);
+    }
     let device = net.device();
     let adam = ParamsAdamW {
         lr: params.learning_rate,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
+        beta1: ADAM_BETA1,
+        beta2: ADAM_BETA2,
+        eps: ADAM_EPS,
         weight_decay: 0.0,
     };
     let mut optimizer = AdamW::new(net.vars(), adam)?;
@@ -112,8 +138,7 @@ pub fn train(
     let mut noise_rng = stream_rng(params.seed, RngStream::Dropout);
     let size = params.board_size as usize;
     let count = params.batch_size as usize;
-    let mut curve = Vec::with_capacity((params.batches / params.loss_every + 1) as usize);
-    let (mut interval_sum, mut interval_batches) = (0f64, 0u32);
+    let mut curve = LossCurve::new(params);
     tracing::debug!(
         batches = params.batches,
         params = net.param_count(),
@@ -141,18 +166,109 @@ pub fn train(
             return Err(TrainError::Diverged { batch, loss: value });
         }
         optimizer.backward_step(&loss)?;
-        interval_sum += value;
-        interval_batches += 1;
-        if batch % params.loss_every == 0 || batch == params.batches {
-            curve.push(LossPoint {
-                batch,
-                loss: interval_sum / f64::from(interval_batches),
-            });
-            (interval_sum, interval_batches) = (0.0, 0);
-        }
+        curve.record(batch, value);
         if batch % CONTROL_EVERY == 0 || batch == params.batches {
             (control.on_progress)(batch);
         }
     }
-    Ok(curve)
+    Ok(curve.points)
+}
+
+/// Adam's constants (PyTorch's defaults).
+pub(crate) const ADAM_BETA1: f64 = 0.9;
+pub(crate) const ADAM_BETA2: f64 = 0.999;
+pub(crate) const ADAM_EPS: f64 = 1e-8;
+
+/// The Adam of a run on the native path.
+pub(crate) fn native_adam(params: &TrainParams) -> Adam {
+    Adam {
+        lr: params.learning_rate,
+        beta1: ADAM_BETA1,
+        beta2: ADAM_BETA2,
+        eps: ADAM_EPS,
+    }
+}
+
+/// The mean loss over each `loss_every` batches (see [`train`]).
+pub(crate) struct LossCurve {
+    every: u32,
+    last: u32,
+    sum: f64,
+    batches: u32,
+    pub(crate) points: Vec<LossPoint>,
+}
+
+impl LossCurve {
+    pub(crate) fn new(params: &TrainParams) -> LossCurve {
+        LossCurve {
+            every: params.loss_every,
+            last: params.batches,
+            sum: 0.0,
+            batches: 0,
+            points: Vec::with_capacity((params.batches / params.loss_every + 1) as usize),
+        }
+    }
+
+    pub(crate) fn record(&mut self, batch: u32, loss: f64) {
+        self.sum += loss;
+        self.batches += 1;
+        if batch.is_multiple_of(self.every) || batch == self.last {
+            self.points.push(LossPoint {
+                batch,
+                loss: self.sum / f64::from(self.batches),
+            });
+            (self.sum, self.batches) = (0.0, 0);
+        }
+    }
+}
+
+/// [`train`] on the native CPU path ([`crate::native`]): the same batches, noise, loss and
+/// Adam as the candle loop, on host buffers; the trained parameters are written back into
+/// the network's variables at the end (also when the run diverges or is interrupted).
+fn train_native(
+    net: &Network,
+    params: &TrainParams,
+    control: &TrainControl,
+) -> Result<Vec<LossPoint>, TrainError> {
+    let shape = net.shape();
+    let batch = BatchSpec::of(params);
+    let kernels = Kernels::detect();
+    let mut ws = Workspace::new(&shape, batch.count, batch.size, true);
+    let mut trainer = Trainer::new(
+        &shape,
+        net.packed_params()?,
+        stream_rng(params.seed, RngStream::TrainData),
+        stream_rng(params.seed, RngStream::Dropout),
+        native_adam(params),
+    );
+    let mut curve = LossCurve::new(params);
+    tracing::debug!(
+        batches = params.batches,
+        params = net.param_count(),
+        ?kernels,
+        "training on the native cpu path"
+    );
+    let mut outcome = Ok(());
+    for batch_index in 1..=params.batches {
+        if (batch_index - 1) % CONTROL_EVERY == 0 && (control.should_stop)() {
+            outcome = Err(TrainError::Interrupted);
+            break;
+        }
+        let value = trainer.forward_backward(&shape, &batch, &mut ws, kernels);
+        if !value.is_finite() {
+            tracing::debug!(batch = batch_index, loss = value, "diverged");
+            outcome = Err(TrainError::Diverged {
+                batch: batch_index,
+                loss: value,
+            });
+            break;
+        }
+        trainer.apply(&shape);
+        curve.record(batch_index, value);
+        if batch_index % CONTROL_EVERY == 0 || batch_index == params.batches {
+            (control.on_progress)(batch_index);
+        }
+    }
+    net.set_packed_params(&trainer.model.params)?;
+    outcome.map(|()| curve.points)
 }

@@ -1,0 +1,666 @@
+//! The vector kernels of the native CPU path ([`crate::native`]): small dense matrix products
+//! over tiles of cells, written once over a 16-lane vector type ([`Simd`]) and compiled for
+//! AVX-512 (chosen at run time when the CPU has it) and for any CPU ([`Portable`]).
+//!
+//! Every matrix here is row-major with a row stride, and every row length (a tile's cells) is
+//! a multiple of [`LANES`]. Two products cover the whole network:
+//!
+//! - [`matmul`]: `Y[r, t] = sum_k A[r, k] X[k, t]` for a small `A` (at most a few dozen rows
+//!   and columns) and long rows `X`, register-blocked as 6 rows by 4 vectors of 16 cells, with
+//!   an [`Epilogue`] applied to each result vector before it is stored (bias and activation in
+//!   the forward pass, activation derivative and bias-gradient sums in the backward pass).
+//! - [`matmul_nt_lanes`]: `L[r, k, :] += sum_t G[r, t] X[k, t]` kept as 16 partial sums per
+//!   entry (one per lane): the weight gradients, accumulated tile after tile and reduced to one
+//!   number per weight once per batch. Summing lane-wise in a fixed order keeps every run
+//!   bit-identical on the same machine.
+//!
+//! The kernels take raw pointers internally; the public functions check every bound first.
+
+/// Cells per vector.
+pub const LANES: usize = 16;
+
+/// Rows and vectors of the register block of [`matmul`].
+const NN_ROWS: usize = 6;
+const NN_VECTORS: usize = 4;
+/// Rows of `G` and of `X` of the register block of [`matmul_nt_lanes`].
+const NT_ROWS: usize = 4;
+const NT_COLS: usize = 6;
+
+/// A 16-lane f32 vector instruction set. A value of an implementation that uses CPU features
+/// exists only on a CPU that has them (see [`Kernels::detect`]), so its arithmetic is safe;
+/// loads and stores are unsafe because they take raw pointers to 16 valid floats.
+pub trait Simd: Copy {
+    type V: Copy;
+    fn zero(self) -> Self::V;
+    fn splat(self, x: f32) -> Self::V;
+    /// # Safety
+    /// `p` points to 16 readable floats.
+    unsafe fn load(self, p: *const f32) -> Self::V;
+    /// # Safety
+    /// `p` points to 16 writable floats.
+    unsafe fn store(self, p: *mut f32, v: Self::V);
+    fn add(self, a: Self::V, b: Self::V) -> Self::V;
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V;
+    /// `a * b + c` (fused where the instruction set has it).
+    fn fma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Per lane `c > 0 ? a : b` (NaN in `c` picks `b`).
+    fn select_pos(self, c: Self::V, a: Self::V, b: Self::V) -> Self::V;
+    /// Per lane `c < 0 ? a : b` (NaN in `c` picks `b`).
+    fn select_neg(self, c: Self::V, a: Self::V, b: Self::V) -> Self::V;
+}
+
+/// Plain Rust on `[f32; 16]`: any CPU, vectorised as far as the compiler manages.
+#[derive(Clone, Copy, Debug)]
+pub struct Portable;
+
+impl Simd for Portable {
+    type V = [f32; LANES];
+
+    #[inline(always)]
+    fn zero(self) -> Self::V {
+        [0.0; LANES]
+    }
+    #[inline(always)]
+    fn splat(self, x: f32) -> Self::V {
+        [x; LANES]
+    }
+    #[inline(always)]
+    unsafe fn load(self, p: *const f32) -> Self::V {
+        std::ptr::read_unaligned(p.cast::<[f32; LANES]>())
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32, v: Self::V) {
+        std::ptr::write_unaligned(p.cast::<[f32; LANES]>(), v)
+    }
+    #[inline(always)]
+    fn add(self, a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] + b[i])
+    }
+    #[inline(always)]
+    fn mul(self, a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] * b[i])
+    }
+    #[inline(always)]
+    fn fma(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        std::array::from_fn(|i| a[i] * b[i] + c[i])
+    }
+    #[inline(always)]
+    fn select_pos(self, c: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| if c[i] > 0.0 { a[i] } else { b[i] })
+    }
+    #[inline(always)]
+    fn select_neg(self, c: Self::V, a: Self::V, b: Self::V) -> Self::V {
+        std::array::from_fn(|i| if c[i] < 0.0 { a[i] } else { b[i] })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::Simd;
+
+    /// AVX-512F: one `zmm` register per vector, fused multiply-add. Only constructed by
+    /// [`super::Kernels::detect`] after checking the CPU.
+    #[derive(Clone, Copy, Debug)]
+    pub struct Avx512(());
+
+    impl Avx512 {
+        /// # Safety
+        /// The CPU must support AVX-512F.
+        pub unsafe fn new_unchecked() -> Avx512 {
+            Avx512(())
+        }
+    }
+
+    impl Simd for Avx512 {
+        type V = __m512;
+
+        #[inline(always)]
+        fn zero(self) -> __m512 {
+            // SAFETY: an `Avx512` exists only on a CPU with AVX-512F.
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        fn splat(self, x: f32) -> __m512 {
+            // SAFETY: an `Avx512` exists only on a CPU with AVX-512F.
+            unsafe { _mm512_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(self, p: *const f32) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32, v: __m512) {
+            _mm512_storeu_ps(p, v)
+        }
+        #[inline(always)]
+        fn add(self, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: an `Avx512` exists only on a CPU with AVX-512F.
+            unsafe { _mm512_add_ps(a, b) }
+        }
+        #[inline(always)]
+        fn mul(self, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: an `Avx512` exists only on a CPU with AVX-512F.
+            unsafe { _mm512_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        fn fma(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+            // SAFETY: an `Avx512` exists only on a CPU with AVX-512F.
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        fn select_pos(self, c: __m512, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: an `Avx512` exists only on a CPU with AVX-512F.
+            unsafe {
+                let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(c, _mm512_setzero_ps());
+                _mm512_mask_blend_ps(positive, b, a)
+            }
+        }
+        #[inline(always)]
+        fn select_neg(self, c: __m512, a: __m512, b: __m512) -> __m512 {
+            // SAFETY: an `Avx512` exists only on a CPU with AVX-512F.
+            unsafe {
+                let negative = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(c, _mm512_setzero_ps());
+                _mm512_mask_blend_ps(negative, b, a)
+            }
+        }
+    }
+}
+
+/// Which instruction set the kernels run on: picked once per run ([`Kernels::detect`]); every
+/// batch of a run uses the same, so a run is bit-identical on the same machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    /// AVX-512F (x86-64 CPUs that have it).
+    Avx512,
+    /// Plain Rust, any CPU.
+    Portable,
+}
+
+impl Kernels {
+    /// The fastest set this CPU runs.
+    pub fn detect() -> Kernels {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Kernels::Avx512;
+        }
+        Kernels::Portable
+    }
+
+    /// Runs `f` with the vector type of this set, compiled for its CPU features (the portable
+    /// set where this CPU lacks them).
+    #[inline(always)]
+    pub fn run<R>(self, f: impl WithSimd<Output = R>) -> R {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx512 if std::arch::is_x86_feature_detected!("avx512f") => {
+                // SAFETY: the CPU has AVX-512F (checked just above; the check is cached).
+                unsafe { run_avx512(f) }
+            }
+            _ => f.with(Portable),
+        }
+    }
+
+    /// Whether this CPU can run the set.
+    pub fn available(self) -> bool {
+        match self {
+            Kernels::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            Kernels::Avx512 => false,
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn run_avx512<R>(f: impl WithSimd<Output = R>) -> R {
+    f.with(avx512::Avx512::new_unchecked())
+}
+
+/// A computation generic over the vector type: [`Kernels::run`] compiles its `with` for each
+/// instruction set (the `#[inline(always)]` chain puts it inside the function that enables the
+/// CPU features).
+pub trait WithSimd {
+    type Output;
+    fn with<S: Simd>(self, s: S) -> Self::Output;
+}
+
+/// What happens to each result vector of [`matmul`] before it is stored: `row` is the row of
+/// `Y`, `col` the first cell of the vector.
+pub trait Epilogue<S: Simd> {
+    /// # Safety
+    /// `row` and `col..col + 16` lie inside the matrices the epilogue was built for.
+    unsafe fn apply(&mut self, s: S, row: usize, col: usize, v: S::V) -> S::V;
+}
+
+/// Stores the product as it is.
+pub struct Plain;
+
+impl<S: Simd> Epilogue<S> for Plain {
+    #[inline(always)]
+    unsafe fn apply(&mut self, _s: S, _row: usize, _col: usize, v: S::V) -> S::V {
+        v
+    }
+}
+
+/// The activations with a vector form; the others run as a separate pass
+/// ([`crate::native`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SimpleAct {
+    Identity,
+    Relu,
+    Leaky(f32),
+}
+
+/// Forward: `act(v + bias[row])`. NaN stays NaN.
+pub struct BiasAct<'a> {
+    pub bias: &'a [f32],
+    pub act: SimpleAct,
+}
+
+impl<S: Simd> Epilogue<S> for BiasAct<'_> {
+    #[inline(always)]
+    unsafe fn apply(&mut self, s: S, row: usize, _col: usize, v: S::V) -> S::V {
+        let u = s.add(v, s.splat(*self.bias.get_unchecked(row)));
+        match self.act {
+            SimpleAct::Identity => u,
+            SimpleAct::Relu => s.select_neg(u, s.zero(), u),
+            SimpleAct::Leaky(slope) => s.select_neg(u, s.mul(u, s.splat(slope)), u),
+        }
+    }
+}
+
+/// Backward: `v * act'(pre)` with the derivative read off the layer's output `out` (same
+/// layout as `Y`; `out > 0` iff `pre > 0`), PyTorch's conventions at 0 (ReLU 0, LeakyReLU the
+/// slope); adds each result vector to the lane sums of its row (the bias gradient).
+pub struct ActGrad<'a> {
+    pub out: *const f32,
+    pub out_stride: usize,
+    pub act: SimpleAct,
+    /// `[rows][LANES]`
+    pub sums: &'a mut [f32],
+}
+
+impl<S: Simd> Epilogue<S> for ActGrad<'_> {
+    #[inline(always)]
+    unsafe fn apply(&mut self, s: S, row: usize, col: usize, v: S::V) -> S::V {
+        let g = match self.act {
+            SimpleAct::Identity => v,
+            SimpleAct::Relu => {
+                let out = s.load(self.out.add(row * self.out_stride + col));
+                s.select_pos(out, v, s.zero())
+            }
+            SimpleAct::Leaky(slope) => {
+                let out = s.load(self.out.add(row * self.out_stride + col));
+                s.select_pos(out, v, s.mul(v, s.splat(slope)))
+            }
+        };
+        let sum = self.sums.as_mut_ptr().add(row * LANES);
+        s.store(sum, s.add(s.load(sum), g));
+        g
+    }
+}
+
+/// `y[r * ldy + t] = epilogue(sum_k a[r * k_len + k] * x[k * ldx + t])` for `r < rows`,
+/// `t < cols` (a multiple of [`LANES`]).
+///
+/// # Panics
+/// When a slice is too short for the shapes or `cols` is not a multiple of [`LANES`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn matmul<S: Simd, E: Epilogue<S>>(
+    s: S,
+    a: &[f32],
+    rows: usize,
+    k_len: usize,
+    x: &[f32],
+    ldx: usize,
+    y: &mut [f32],
+    ldy: usize,
+    cols: usize,
+    epilogue: &mut E,
+) {
+    assert!(
+        cols.is_multiple_of(LANES),
+        "matmul: {cols} cells is not a multiple of {LANES}"
+    );
+    assert!(a.len() >= rows * k_len, "matmul: a too short");
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!(
+        k_len == 0 || x.len() >= (k_len - 1) * ldx + cols,
+        "matmul: x too short"
+    );
+    assert!(y.len() >= (rows - 1) * ldy + cols, "matmul: y too short");
+    let vectors = cols / LANES;
+    let mut r0 = 0;
+    while r0 < rows {
+        let rb = (rows - r0).min(NN_ROWS);
+        let mut v0 = 0;
+        while v0 < vectors {
+            let vb = (vectors - v0).min(NN_VECTORS);
+            // SAFETY: rows r0..r0 + rb < rows and cells (v0 + vb) * LANES <= cols, inside the
+            // bounds checked above.
+            unsafe {
+                let args = NnArgs {
+                    a: a.as_ptr().add(r0 * k_len),
+                    k_len,
+                    x: x.as_ptr().add(v0 * LANES),
+                    ldx,
+                    y: y.as_mut_ptr().add(r0 * ldy + v0 * LANES),
+                    ldy,
+                    row: r0,
+                    col: v0 * LANES,
+                };
+                nn_dispatch(s, rb, vb, args, epilogue);
+            }
+            v0 += vb;
+        }
+        r0 += rb;
+    }
+}
+
+struct NnArgs {
+    a: *const f32,
+    k_len: usize,
+    x: *const f32,
+    ldx: usize,
+    y: *mut f32,
+    ldy: usize,
+    row: usize,
+    col: usize,
+}
+
+#[inline(always)]
+unsafe fn nn_dispatch<S: Simd, E: Epilogue<S>>(
+    s: S,
+    rb: usize,
+    vb: usize,
+    args: NnArgs,
+    e: &mut E,
+) {
+    macro_rules! block {
+        ($($r:literal)*) => {
+            match (rb, vb) {
+                $(
+                    ($r, 4) => nn_block::<S, E, $r, 4>(s, &args, e),
+                    ($r, 3) => nn_block::<S, E, $r, 3>(s, &args, e),
+                    ($r, 2) => nn_block::<S, E, $r, 2>(s, &args, e),
+                    ($r, 1) => nn_block::<S, E, $r, 1>(s, &args, e),
+                )*
+                _ => unreachable!("matmul block {rb}x{vb}"),
+            }
+        };
+    }
+    block!(1 2 3 4 5 6);
+}
+
+#[inline(always)]
+unsafe fn nn_block<S: Simd, E: Epilogue<S>, const R: usize, const V: usize>(
+    s: S,
+    args: &NnArgs,
+    e: &mut E,
+) {
+    let mut acc = [[s.zero(); V]; R];
+    for k in 0..args.k_len {
+        let x = args.x.add(k * args.ldx);
+        let xs: [S::V; V] = std::array::from_fn(|j| s.load(x.add(j * LANES)));
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let w = s.splat(*args.a.add(i * args.k_len + k));
+            for (acc, &x) in acc.iter_mut().zip(&xs) {
+                *acc = s.fma(w, x, *acc);
+            }
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        for (j, &v) in acc.iter().enumerate() {
+            let out = e.apply(s, args.row + i, args.col + j * LANES, v);
+            s.store(args.y.add(i * args.ldy + j * LANES), out);
+        }
+    }
+}
+
+/// `lanes[(r * lane_stride + k) * LANES + l] += sum_v g[r * ldg + v * LANES + l] * x[k * ldx +
+/// v * LANES + l]` for `r < rows`, `k < k_len`, lane `l` and vectors `v < cols / LANES`.
+///
+/// # Panics
+/// When a slice is too short for the shapes or `cols` is not a multiple of [`LANES`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn matmul_nt_lanes<S: Simd>(
+    s: S,
+    g: &[f32],
+    rows: usize,
+    ldg: usize,
+    x: &[f32],
+    k_len: usize,
+    ldx: usize,
+    cols: usize,
+    lanes: &mut [f32],
+    lane_stride: usize,
+) {
+    assert!(
+        cols.is_multiple_of(LANES),
+        "matmul_nt: {cols} cells is not a multiple of {LANES}"
+    );
+    if rows == 0 || k_len == 0 || cols == 0 {
+        return;
+    }
+    assert!(g.len() >= (rows - 1) * ldg + cols, "matmul_nt: g too short");
+    assert!(
+        x.len() >= (k_len - 1) * ldx + cols,
+        "matmul_nt: x too short"
+    );
+    assert!(k_len <= lane_stride, "matmul_nt: lane stride");
+    assert!(
+        lanes.len() >= ((rows - 1) * lane_stride + k_len) * LANES,
+        "matmul_nt: lanes too short"
+    );
+    let mut r0 = 0;
+    while r0 < rows {
+        let rb = (rows - r0).min(NT_ROWS);
+        let mut k0 = 0;
+        while k0 < k_len {
+            let kb = (k_len - k0).min(NT_COLS);
+            // SAFETY: rows r0..r0 + rb <= rows, columns k0..k0 + kb <= k_len, inside the
+            // bounds checked above.
+            unsafe {
+                let args = NtArgs {
+                    g: g.as_ptr().add(r0 * ldg),
+                    ldg,
+                    x: x.as_ptr().add(k0 * ldx),
+                    ldx,
+                    vectors: cols / LANES,
+                    lanes: lanes.as_mut_ptr().add((r0 * lane_stride + k0) * LANES),
+                    lane_stride,
+                };
+                nt_dispatch(s, rb, kb, &args);
+            }
+            k0 += kb;
+        }
+        r0 += rb;
+    }
+}
+
+struct NtArgs {
+    g: *const f32,
+    ldg: usize,
+    x: *const f32,
+    ldx: usize,
+    vectors: usize,
+    lanes: *mut f32,
+    lane_stride: usize,
+}
+
+#[inline(always)]
+unsafe fn nt_dispatch<S: Simd>(s: S, rb: usize, kb: usize, args: &NtArgs) {
+    macro_rules! block {
+        ($($r:literal)*) => {
+            match (rb, kb) {
+                $(
+                    ($r, 6) => nt_block::<S, $r, 6>(s, args),
+                    ($r, 5) => nt_block::<S, $r, 5>(s, args),
+                    ($r, 4) => nt_block::<S, $r, 4>(s, args),
+                    ($r, 3) => nt_block::<S, $r, 3>(s, args),
+                    ($r, 2) => nt_block::<S, $r, 2>(s, args),
+                    ($r, 1) => nt_block::<S, $r, 1>(s, args),
+                )*
+                _ => unreachable!("matmul_nt block {rb}x{kb}"),
+            }
+        };
+    }
+    block!(1 2 3 4);
+}
+
+#[inline(always)]
+unsafe fn nt_block<S: Simd, const R: usize, const K: usize>(s: S, args: &NtArgs) {
+    let lane = |i: usize, k: usize| args.lanes.add((i * args.lane_stride + k) * LANES);
+    let mut acc: [[S::V; K]; R] =
+        std::array::from_fn(|i| std::array::from_fn(|k| s.load(lane(i, k))));
+    for v in 0..args.vectors {
+        let gs: [S::V; R] = std::array::from_fn(|i| s.load(args.g.add(i * args.ldg + v * LANES)));
+        for k in 0..K {
+            let x = s.load(args.x.add(k * args.ldx + v * LANES));
+            for (acc, &g) in acc.iter_mut().zip(&gs) {
+                acc[k] = s.fma(g, x, acc[k]);
+            }
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        for (k, &v) in acc.iter().enumerate() {
+            s.store(lane(i, k), v);
+        }
+    }
+}
+
+/// The sum of the 16 lanes of each entry, in a fixed order: `out[i] = sum_l lanes[i * 16 +
+/// l]`.
+pub fn reduce_lanes(lanes: &[f32], out: &mut [f32]) {
+    for (out, lanes) in out.iter_mut().zip(lanes.chunks_exact(LANES)) {
+        // pairwise, as a vector reduction would
+        let mut v: [f32; LANES] = lanes.try_into().unwrap_or([0.0; LANES]);
+        let mut width = LANES / 2;
+        while width > 0 {
+            for i in 0..width {
+                v[i] += v[i + width];
+            }
+            width /= 2;
+        }
+        *out = v[0];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32 ^ seed).wrapping_mul(2_654_435_761) >> 8;
+                (h % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    struct Check {
+        rows: usize,
+        k_len: usize,
+        cols: usize,
+    }
+
+    impl WithSimd for &Check {
+        type Output = (Vec<f32>, Vec<f32>);
+        fn with<S: Simd>(self, s: S) -> Self::Output {
+            let (rows, k_len, cols) = (self.rows, self.k_len, self.cols);
+            let ldx = cols + LANES;
+            let a = values(rows * k_len, 1);
+            let x = values(k_len * ldx, 2);
+            let bias = values(rows, 3);
+            let mut y = vec![0f32; rows * cols];
+            let mut epilogue = BiasAct {
+                bias: &bias,
+                act: SimpleAct::Leaky(0.5),
+            };
+            matmul(
+                s,
+                &a,
+                rows,
+                k_len,
+                &x,
+                ldx,
+                &mut y,
+                cols,
+                cols,
+                &mut epilogue,
+            );
+            let mut expected = vec![0f32; rows * cols];
+            for r in 0..rows {
+                for t in 0..cols {
+                    let mut v = bias[r] as f64;
+                    for k in 0..k_len {
+                        v += a[r * k_len + k] as f64 * x[k * ldx + t] as f64;
+                    }
+                    expected[r * cols + t] = if v > 0.0 { v } else { 0.5 * v } as f32;
+                }
+            }
+            let mut lanes = vec![0f32; rows * (k_len + 1) * LANES];
+            let g = values(rows * cols, 4);
+            matmul_nt_lanes(
+                s,
+                &g,
+                rows,
+                cols,
+                &x,
+                k_len,
+                ldx,
+                cols,
+                &mut lanes,
+                k_len + 1,
+            );
+            let mut sums = vec![0f32; rows * (k_len + 1)];
+            reduce_lanes(&lanes, &mut sums);
+            for r in 0..rows {
+                for k in 0..k_len {
+                    let want: f64 = (0..cols)
+                        .map(|t| g[r * cols + t] as f64 * x[k * ldx + t] as f64)
+                        .sum();
+                    let got = sums[r * (k_len + 1) + k] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-4 * cols as f64,
+                        "nt {r} {k}: {got} vs {want}"
+                    );
+                }
+                assert_eq!(sums[r * (k_len + 1) + k_len], 0.0);
+            }
+            (y, expected)
+        }
+    }
+
+    #[test]
+    fn products_match_a_plain_loop_for_every_block_edge() {
+        for kernels in [Kernels::Portable, Kernels::Avx512] {
+            if !kernels.available() {
+                eprintln!("skipping {kernels:?}: not available on this cpu");
+                continue;
+            }
+            for rows in [1, 2, 5, 6, 7, 13, 40] {
+                for k_len in [1, 2, 9, 20] {
+                    for cols in [16, 48, 64, 80, 112] {
+                        let (y, expected) = kernels.run(&Check { rows, k_len, cols });
+                        for (got, want) in y.iter().zip(&expected) {
+                            assert!(
+                                (got - want).abs() <= 1e-5 * (1.0 + want.abs()) * k_len as f32,
+                                "{kernels:?} {rows}x{k_len}x{cols}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
