@@ -19,6 +19,21 @@
 /// Cells per vector.
 pub const LANES: usize = 16;
 
+/// The largest block size at most `left` of the sizes compiled (`full` and the powers of
+/// two below it): keeps the number of compiled block shapes small.
+#[inline(always)]
+fn block_size(left: usize, full: usize) -> usize {
+    if left >= full {
+        full
+    } else if left >= 4 {
+        4
+    } else if left >= 2 {
+        2
+    } else {
+        1
+    }
+}
+
 /// Rows and vectors of the register block of [`matmul`].
 const NN_ROWS: usize = 6;
 const NN_VECTORS: usize = 4;
@@ -39,6 +54,12 @@ pub trait Simd: Copy {
     /// # Safety
     /// `p` points to 16 writable floats.
     unsafe fn store(self, p: *mut f32, v: Self::V);
+    /// Lane `i` from `p + i` where bit `i` of `mask` is set, else 0; memory of the other
+    /// lanes is not read.
+    ///
+    /// # Safety
+    /// `p + i` is readable for every set bit `i`.
+    unsafe fn load_masked(self, p: *const f32, mask: u16) -> Self::V;
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     fn mul(self, a: Self::V, b: Self::V) -> Self::V;
     /// `a * b + c` (fused where the instruction set has it).
@@ -47,6 +68,39 @@ pub trait Simd: Copy {
     fn select_pos(self, c: Self::V, a: Self::V, b: Self::V) -> Self::V;
     /// Per lane `c < 0 ? a : b` (NaN in `c` picks `b`).
     fn select_neg(self, c: Self::V, a: Self::V, b: Self::V) -> Self::V;
+
+    /// [`matmul`] for this instruction set: one compiled function per source and epilogue
+    /// type (implementations with CPU features override it to compile it with them).
+    #[allow(clippy::too_many_arguments)]
+    fn matmul<X: Rows<Self>, E: Epilogue<Self>>(
+        self,
+        a: &[f32],
+        rows: usize,
+        k_len: usize,
+        x: &X,
+        y: &mut [f32],
+        ldy: usize,
+        cols: usize,
+        epilogue: &mut E,
+    ) {
+        matmul_impl(self, a, rows, k_len, x, y, ldy, cols, epilogue)
+    }
+
+    /// [`matmul_nt_lanes`] for this instruction set (see [`Simd::matmul`]).
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_nt_lanes<X: Rows<Self>>(
+        self,
+        g: &[f32],
+        rows: usize,
+        ldg: usize,
+        x: &X,
+        k_len: usize,
+        cols: usize,
+        lanes: &mut [f32],
+        lane_stride: usize,
+    ) {
+        matmul_nt_impl(self, g, rows, ldg, x, k_len, cols, lanes, lane_stride)
+    }
 }
 
 /// Plain Rust on `[f32; 16]`: any CPU, vectorised as far as the compiler manages.
@@ -71,6 +125,10 @@ impl Simd for Portable {
     #[inline(always)]
     unsafe fn store(self, p: *mut f32, v: Self::V) {
         std::ptr::write_unaligned(p.cast::<[f32; LANES]>(), v)
+    }
+    #[inline(always)]
+    unsafe fn load_masked(self, p: *const f32, mask: u16) -> Self::V {
+        std::array::from_fn(|i| if mask & (1 << i) != 0 { *p.add(i) } else { 0.0 })
     }
     #[inline(always)]
     fn add(self, a: Self::V, b: Self::V) -> Self::V {
@@ -98,7 +156,7 @@ impl Simd for Portable {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::Simd;
+    use super::{matmul_impl, matmul_nt_impl, Epilogue, Rows, Simd};
 
     /// AVX-512F: one `zmm` register per vector, fused multiply-add. Only constructed by
     /// [`super::Kernels::detect`] after checking the CPU.
@@ -135,6 +193,10 @@ mod avx512 {
             _mm512_storeu_ps(p, v)
         }
         #[inline(always)]
+        unsafe fn load_masked(self, p: *const f32, mask: u16) -> __m512 {
+            _mm512_maskz_loadu_ps(mask, p)
+        }
+        #[inline(always)]
         fn add(self, a: __m512, b: __m512) -> __m512 {
             // SAFETY: an `Avx512` exists only on a CPU with AVX-512F.
             unsafe { _mm512_add_ps(a, b) }
@@ -157,6 +219,36 @@ mod avx512 {
                 _mm512_mask_blend_ps(positive, b, a)
             }
         }
+        fn matmul<X: Rows<Self>, E: Epilogue<Self>>(
+            self,
+            a: &[f32],
+            rows: usize,
+            k_len: usize,
+            x: &X,
+            y: &mut [f32],
+            ldy: usize,
+            cols: usize,
+            epilogue: &mut E,
+        ) {
+            // SAFETY: an `Avx512` exists only on a CPU with AVX-512F.
+            unsafe { matmul_avx512(self, a, rows, k_len, x, y, ldy, cols, epilogue) }
+        }
+
+        fn matmul_nt_lanes<X: Rows<Self>>(
+            self,
+            g: &[f32],
+            rows: usize,
+            ldg: usize,
+            x: &X,
+            k_len: usize,
+            cols: usize,
+            lanes: &mut [f32],
+            lane_stride: usize,
+        ) {
+            // SAFETY: an `Avx512` exists only on a CPU with AVX-512F.
+            unsafe { matmul_nt_avx512(self, g, rows, ldg, x, k_len, cols, lanes, lane_stride) }
+        }
+
         #[inline(always)]
         fn select_neg(self, c: __m512, a: __m512, b: __m512) -> __m512 {
             // SAFETY: an `Avx512` exists only on a CPU with AVX-512F.
@@ -165,6 +257,38 @@ mod avx512 {
                 _mm512_mask_blend_ps(negative, b, a)
             }
         }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn matmul_avx512<X: Rows<Avx512>, E: Epilogue<Avx512>>(
+        s: Avx512,
+        a: &[f32],
+        rows: usize,
+        k_len: usize,
+        x: &X,
+        y: &mut [f32],
+        ldy: usize,
+        cols: usize,
+        epilogue: &mut E,
+    ) {
+        matmul_impl(s, a, rows, k_len, x, y, ldy, cols, epilogue)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn matmul_nt_avx512<X: Rows<Avx512>>(
+        s: Avx512,
+        g: &[f32],
+        rows: usize,
+        ldg: usize,
+        x: &X,
+        k_len: usize,
+        cols: usize,
+        lanes: &mut [f32],
+        lane_stride: usize,
+    ) {
+        matmul_nt_impl(s, g, rows, ldg, x, k_len, cols, lanes, lane_stride)
     }
 }
 
@@ -304,20 +428,100 @@ impl<S: Simd> Epilogue<S> for ActGrad<'_> {
     }
 }
 
-/// `y[r * ldy + t] = epilogue(sum_k a[r * k_len + k] * x[k * ldx + t])` for `r < rows`,
-/// `t < cols` (a multiple of [`LANES`]).
+/// The right-hand side of a product: `rows` rows of `cols` cells, read a vector at a time.
+pub trait Rows<S: Simd> {
+    /// Whether the source holds at least `rows` rows of `cols` cells.
+    fn covers(&self, rows: usize, cols: usize) -> bool;
+    /// Vector `v` (cells `16 v..16 v + 16`) of row `k`.
+    ///
+    /// # Safety
+    /// `k` and `v` lie inside what [`Rows::covers`] was checked for.
+    unsafe fn load(&self, s: S, k: usize, v: usize) -> S::V;
+}
+
+/// Row-major rows with a stride.
+pub struct Dense<'a> {
+    pub values: &'a [f32],
+    pub ld: usize,
+}
+
+impl<S: Simd> Rows<S> for Dense<'_> {
+    fn covers(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || (cols <= self.ld && self.values.len() >= (rows - 1) * self.ld + cols)
+    }
+
+    #[inline(always)]
+    unsafe fn load(&self, s: S, k: usize, v: usize) -> S::V {
+        s.load(self.values.as_ptr().add(k * self.ld + v * LANES))
+    }
+}
+
+/// The nine taps of a 3x3 convolution with zero padding, read straight from its one-channel
+/// input: row `k` is the input shifted by `offsets[k]` cells, zero where bit `v * 16 + i` of
+/// `bits[k]` (cell `16 v + i`) is clear. No copy is made (the "im2col" matrix is never
+/// written).
+pub struct TapRows<'a> {
+    /// The input tile with `margin` cells before its first cell and after its last.
+    pub x: &'a [f32],
+    pub margin: usize,
+    pub offsets: &'a [isize; 9],
+    /// `[9, vectors]` masks.
+    pub bits: &'a [u16],
+    pub vectors: usize,
+}
+
+impl<S: Simd> Rows<S> for TapRows<'_> {
+    fn covers(&self, rows: usize, cols: usize) -> bool {
+        let reach = self
+            .offsets
+            .iter()
+            .map(|o| o.unsigned_abs())
+            .max()
+            .unwrap_or(0);
+        rows <= 9
+            && cols <= self.vectors * LANES
+            && self.bits.len() >= 9 * self.vectors
+            && reach <= self.margin
+            && self.x.len() >= 2 * self.margin + self.vectors * LANES
+    }
+
+    #[inline(always)]
+    unsafe fn load(&self, s: S, k: usize, v: usize) -> S::V {
+        let first = self.x.as_ptr().add(self.margin);
+        let p = first.offset(*self.offsets.get_unchecked(k)).add(v * LANES);
+        s.load_masked(p, *self.bits.get_unchecked(k * self.vectors + v))
+    }
+}
+
+/// `y[r * ldy + t] = epilogue(sum_k a[r * k_len + k] * x[k, t])` for `r < rows`, `t < cols`
+/// (a multiple of [`LANES`]).
 ///
 /// # Panics
 /// When a slice is too short for the shapes or `cols` is not a multiple of [`LANES`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub fn matmul<S: Simd, E: Epilogue<S>>(
+pub fn matmul<S: Simd, X: Rows<S>, E: Epilogue<S>>(
     s: S,
     a: &[f32],
     rows: usize,
     k_len: usize,
-    x: &[f32],
-    ldx: usize,
+    x: &X,
+    y: &mut [f32],
+    ldy: usize,
+    cols: usize,
+    epilogue: &mut E,
+) {
+    s.matmul(a, rows, k_len, x, y, ldy, cols, epilogue)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn matmul_impl<S: Simd, X: Rows<S>, E: Epilogue<S>>(
+    s: S,
+    a: &[f32],
+    rows: usize,
+    k_len: usize,
+    x: &X,
     y: &mut [f32],
     ldy: usize,
     cols: usize,
@@ -331,32 +535,30 @@ pub fn matmul<S: Simd, E: Epilogue<S>>(
     if rows == 0 || cols == 0 {
         return;
     }
+    assert!(x.covers(k_len, cols), "matmul: x too short");
     assert!(
-        k_len == 0 || x.len() >= (k_len - 1) * ldx + cols,
-        "matmul: x too short"
+        cols <= ldy && y.len() >= (rows - 1) * ldy + cols,
+        "matmul: y too short"
     );
-    assert!(y.len() >= (rows - 1) * ldy + cols, "matmul: y too short");
     let vectors = cols / LANES;
     let mut r0 = 0;
     while r0 < rows {
-        let rb = (rows - r0).min(NN_ROWS);
+        let rb = block_size(rows - r0, NN_ROWS);
         let mut v0 = 0;
         while v0 < vectors {
-            let vb = (vectors - v0).min(NN_VECTORS);
-            // SAFETY: rows r0..r0 + rb < rows and cells (v0 + vb) * LANES <= cols, inside the
-            // bounds checked above.
+            let vb = block_size(vectors - v0, NN_VECTORS);
+            // SAFETY: rows r0..r0 + rb <= rows and vectors v0..v0 + vb <= cols / LANES, inside
+            // the bounds checked above.
             unsafe {
                 let args = NnArgs {
                     a: a.as_ptr().add(r0 * k_len),
                     k_len,
-                    x: x.as_ptr().add(v0 * LANES),
-                    ldx,
+                    v0,
                     y: y.as_mut_ptr().add(r0 * ldy + v0 * LANES),
                     ldy,
                     row: r0,
-                    col: v0 * LANES,
                 };
-                nn_dispatch(s, rb, vb, args, epilogue);
+                nn_dispatch(s, rb, vb, &args, x, epilogue);
             }
             v0 += vb;
         }
@@ -367,48 +569,46 @@ pub fn matmul<S: Simd, E: Epilogue<S>>(
 struct NnArgs {
     a: *const f32,
     k_len: usize,
-    x: *const f32,
-    ldx: usize,
+    v0: usize,
     y: *mut f32,
     ldy: usize,
     row: usize,
-    col: usize,
 }
 
 #[inline(always)]
-unsafe fn nn_dispatch<S: Simd, E: Epilogue<S>>(
+unsafe fn nn_dispatch<S: Simd, X: Rows<S>, E: Epilogue<S>>(
     s: S,
     rb: usize,
     vb: usize,
-    args: NnArgs,
+    args: &NnArgs,
+    x: &X,
     e: &mut E,
 ) {
     macro_rules! block {
         ($($r:literal)*) => {
             match (rb, vb) {
                 $(
-                    ($r, 4) => nn_block::<S, E, $r, 4>(s, &args, e),
-                    ($r, 3) => nn_block::<S, E, $r, 3>(s, &args, e),
-                    ($r, 2) => nn_block::<S, E, $r, 2>(s, &args, e),
-                    ($r, 1) => nn_block::<S, E, $r, 1>(s, &args, e),
+                    ($r, 4) => nn_block::<S, X, E, $r, 4>(s, args, x, e),
+                    ($r, 2) => nn_block::<S, X, E, $r, 2>(s, args, x, e),
+                    ($r, 1) => nn_block::<S, X, E, $r, 1>(s, args, x, e),
                 )*
                 _ => unreachable!("matmul block {rb}x{vb}"),
             }
         };
     }
-    block!(1 2 3 4 5 6);
+    block!(1 2 4 6);
 }
 
 #[inline(always)]
-unsafe fn nn_block<S: Simd, E: Epilogue<S>, const R: usize, const V: usize>(
+unsafe fn nn_block<S: Simd, X: Rows<S>, E: Epilogue<S>, const R: usize, const V: usize>(
     s: S,
     args: &NnArgs,
+    x: &X,
     e: &mut E,
 ) {
     let mut acc = [[s.zero(); V]; R];
     for k in 0..args.k_len {
-        let x = args.x.add(k * args.ldx);
-        let xs: [S::V; V] = std::array::from_fn(|j| s.load(x.add(j * LANES)));
+        let xs: [S::V; V] = std::array::from_fn(|j| x.load(s, k, args.v0 + j));
         for (i, acc) in acc.iter_mut().enumerate() {
             let w = s.splat(*args.a.add(i * args.k_len + k));
             for (acc, &x) in acc.iter_mut().zip(&xs) {
@@ -418,27 +618,43 @@ unsafe fn nn_block<S: Simd, E: Epilogue<S>, const R: usize, const V: usize>(
     }
     for (i, acc) in acc.iter().enumerate() {
         for (j, &v) in acc.iter().enumerate() {
-            let out = e.apply(s, args.row + i, args.col + j * LANES, v);
+            let col = (args.v0 + j) * LANES;
+            let out = e.apply(s, args.row + i, col, v);
             s.store(args.y.add(i * args.ldy + j * LANES), out);
         }
     }
 }
 
-/// `lanes[(r * lane_stride + k) * LANES + l] += sum_v g[r * ldg + v * LANES + l] * x[k * ldx +
-/// v * LANES + l]` for `r < rows`, `k < k_len`, lane `l` and vectors `v < cols / LANES`.
+/// `lanes[(r * lane_stride + k) * LANES + l] += sum_v g[r * ldg + v * LANES + l] * x[k, v *
+/// LANES + l]` for `r < rows`, `k < k_len`, lane `l` and vectors `v < cols / LANES`.
 ///
 /// # Panics
 /// When a slice is too short for the shapes or `cols` is not a multiple of [`LANES`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub fn matmul_nt_lanes<S: Simd>(
+pub fn matmul_nt_lanes<S: Simd, X: Rows<S>>(
     s: S,
     g: &[f32],
     rows: usize,
     ldg: usize,
-    x: &[f32],
+    x: &X,
     k_len: usize,
-    ldx: usize,
+    cols: usize,
+    lanes: &mut [f32],
+    lane_stride: usize,
+) {
+    s.matmul_nt_lanes(g, rows, ldg, x, k_len, cols, lanes, lane_stride)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn matmul_nt_impl<S: Simd, X: Rows<S>>(
+    s: S,
+    g: &[f32],
+    rows: usize,
+    ldg: usize,
+    x: &X,
+    k_len: usize,
     cols: usize,
     lanes: &mut [f32],
     lane_stride: usize,
@@ -450,11 +666,11 @@ pub fn matmul_nt_lanes<S: Simd>(
     if rows == 0 || k_len == 0 || cols == 0 {
         return;
     }
-    assert!(g.len() >= (rows - 1) * ldg + cols, "matmul_nt: g too short");
     assert!(
-        x.len() >= (k_len - 1) * ldx + cols,
-        "matmul_nt: x too short"
+        cols <= ldg && g.len() >= (rows - 1) * ldg + cols,
+        "matmul_nt: g too short"
     );
+    assert!(x.covers(k_len, cols), "matmul_nt: x too short");
     assert!(k_len <= lane_stride, "matmul_nt: lane stride");
     assert!(
         lanes.len() >= ((rows - 1) * lane_stride + k_len) * LANES,
@@ -462,23 +678,22 @@ pub fn matmul_nt_lanes<S: Simd>(
     );
     let mut r0 = 0;
     while r0 < rows {
-        let rb = (rows - r0).min(NT_ROWS);
+        let rb = block_size(rows - r0, NT_ROWS);
         let mut k0 = 0;
         while k0 < k_len {
-            let kb = (k_len - k0).min(NT_COLS);
+            let kb = block_size(k_len - k0, NT_COLS);
             // SAFETY: rows r0..r0 + rb <= rows, columns k0..k0 + kb <= k_len, inside the
             // bounds checked above.
             unsafe {
                 let args = NtArgs {
                     g: g.as_ptr().add(r0 * ldg),
                     ldg,
-                    x: x.as_ptr().add(k0 * ldx),
-                    ldx,
+                    k0,
                     vectors: cols / LANES,
                     lanes: lanes.as_mut_ptr().add((r0 * lane_stride + k0) * LANES),
                     lane_stride,
                 };
-                nt_dispatch(s, rb, kb, &args);
+                nt_dispatch(s, rb, kb, &args, x);
             }
             k0 += kb;
         }
@@ -489,42 +704,43 @@ pub fn matmul_nt_lanes<S: Simd>(
 struct NtArgs {
     g: *const f32,
     ldg: usize,
-    x: *const f32,
-    ldx: usize,
+    k0: usize,
     vectors: usize,
     lanes: *mut f32,
     lane_stride: usize,
 }
 
 #[inline(always)]
-unsafe fn nt_dispatch<S: Simd>(s: S, rb: usize, kb: usize, args: &NtArgs) {
+unsafe fn nt_dispatch<S: Simd, X: Rows<S>>(s: S, rb: usize, kb: usize, args: &NtArgs, x: &X) {
     macro_rules! block {
         ($($r:literal)*) => {
             match (rb, kb) {
                 $(
-                    ($r, 6) => nt_block::<S, $r, 6>(s, args),
-                    ($r, 5) => nt_block::<S, $r, 5>(s, args),
-                    ($r, 4) => nt_block::<S, $r, 4>(s, args),
-                    ($r, 3) => nt_block::<S, $r, 3>(s, args),
-                    ($r, 2) => nt_block::<S, $r, 2>(s, args),
-                    ($r, 1) => nt_block::<S, $r, 1>(s, args),
+                    ($r, 6) => nt_block::<S, X, $r, 6>(s, args, x),
+                    ($r, 4) => nt_block::<S, X, $r, 4>(s, args, x),
+                    ($r, 2) => nt_block::<S, X, $r, 2>(s, args, x),
+                    ($r, 1) => nt_block::<S, X, $r, 1>(s, args, x),
                 )*
                 _ => unreachable!("matmul_nt block {rb}x{kb}"),
             }
         };
     }
-    block!(1 2 3 4);
+    block!(1 2 4);
 }
 
 #[inline(always)]
-unsafe fn nt_block<S: Simd, const R: usize, const K: usize>(s: S, args: &NtArgs) {
+unsafe fn nt_block<S: Simd, X: Rows<S>, const R: usize, const K: usize>(
+    s: S,
+    args: &NtArgs,
+    x: &X,
+) {
     let lane = |i: usize, k: usize| args.lanes.add((i * args.lane_stride + k) * LANES);
     let mut acc: [[S::V; K]; R] =
         std::array::from_fn(|i| std::array::from_fn(|k| s.load(lane(i, k))));
     for v in 0..args.vectors {
         let gs: [S::V; R] = std::array::from_fn(|i| s.load(args.g.add(i * args.ldg + v * LANES)));
         for k in 0..K {
-            let x = s.load(args.x.add(k * args.ldx + v * LANES));
+            let x = x.load(s, args.k0 + k, v);
             for (acc, &g) in acc.iter_mut().zip(&gs) {
                 acc[k] = s.fma(g, x, acc[k]);
             }
@@ -586,18 +802,11 @@ mod tests {
                 bias: &bias,
                 act: SimpleAct::Leaky(0.5),
             };
-            matmul(
-                s,
-                &a,
-                rows,
-                k_len,
-                &x,
-                ldx,
-                &mut y,
-                cols,
-                cols,
-                &mut epilogue,
-            );
+            let xs = Dense {
+                values: &x,
+                ld: ldx,
+            };
+            matmul(s, &a, rows, k_len, &xs, &mut y, cols, cols, &mut epilogue);
             let mut expected = vec![0f32; rows * cols];
             for r in 0..rows {
                 for t in 0..cols {
@@ -610,18 +819,7 @@ mod tests {
             }
             let mut lanes = vec![0f32; rows * (k_len + 1) * LANES];
             let g = values(rows * cols, 4);
-            matmul_nt_lanes(
-                s,
-                &g,
-                rows,
-                cols,
-                &x,
-                k_len,
-                ldx,
-                cols,
-                &mut lanes,
-                k_len + 1,
-            );
+            matmul_nt_lanes(s, &g, rows, cols, &xs, k_len, cols, &mut lanes, k_len + 1);
             let mut sums = vec![0f32; rows * (k_len + 1)];
             reduce_lanes(&lanes, &mut sums);
             for r in 0..rows {

@@ -33,8 +33,8 @@ use lifesweep_spec::TrainParams;
 use rand::RngCore;
 
 use crate::kernels::{
-    matmul, matmul_nt_lanes, reduce_lanes, ActGrad, BiasAct, Kernels, Plain, Simd, SimpleAct,
-    WithSimd, LANES,
+    matmul, matmul_nt_lanes, reduce_lanes, ActGrad, BiasAct, Dense, Epilogue, Kernels, Plain, Simd,
+    SimpleAct, TapRows, WithSimd, LANES,
 };
 use crate::math::{bce_cell, erf};
 
@@ -224,18 +224,20 @@ impl Geometry {
 }
 
 /// The zero padding of the 3x3 convolution: for tap `k = ky * 3 + kx`, cell `j` of a tile
-/// reads cell `j + offsets[k]`, weighted by `masks[k * stride + j]` (0 where that cell is off
-/// the board, and for padding cells).
+/// reads cell `j + offsets[k]` where bit `j % 16` of `bits[k * vectors + j / 16]` is set, and
+/// 0 where it is clear (that cell is off the board, or `j` is a padding cell).
 struct Taps {
     offsets: [isize; 9],
-    masks: Vec<f32>,
+    bits: Vec<u16>,
+    vectors: usize,
 }
 
 impl Taps {
     fn new(geo: &Geometry) -> Taps {
         let size = geo.size as isize;
+        let vectors = geo.stride / LANES;
         let mut offsets = [0isize; 9];
-        let mut masks = vec![0f32; 9 * geo.stride];
+        let mut bits = vec![0u16; 9 * vectors];
         for ky in 0..3isize {
             for kx in 0..3isize {
                 let k = (ky * 3 + kx) as usize;
@@ -244,12 +246,27 @@ impl Taps {
                     let p = (j % geo.area) as isize;
                     let (y, x) = (p / size + ky - 1, p % size + kx - 1);
                     if (0..size).contains(&y) && (0..size).contains(&x) {
-                        masks[k * geo.stride + j] = 1.0;
+                        bits[k * vectors + j / LANES] |= 1 << (j % LANES);
                     }
                 }
             }
         }
-        Taps { offsets, masks }
+        Taps {
+            offsets,
+            bits,
+            vectors,
+        }
+    }
+
+    /// The taps of `x`, a one-channel tile with its margins.
+    fn rows<'a>(&'a self, x: &'a [f32], margin: usize) -> TapRows<'a> {
+        TapRows {
+            x,
+            margin,
+            offsets: &self.offsets,
+            bits: &self.bits,
+            vectors: self.vectors,
+        }
     }
 }
 
@@ -270,7 +287,6 @@ pub struct Workspace {
     /// Gradients with respect to block outputs, alternating (one channel, with margins).
     grads: [Vec<f32>; 2],
     // per tile
-    taps: Vec<f32>,
     dtaps: Vec<f32>,
     g1: Vec<f32>,
     g2: Vec<f32>,
@@ -313,7 +329,6 @@ impl Workspace {
                 .collect(),
             pre,
             grads: [vec![0f32; geo.x_len()], vec![0f32; geo.x_len()]],
-            taps: vec![0f32; 9 * tile],
             dtaps: vec![0f32; 9 * tile],
             g1: vec![0f32; c1 * tile],
             g2: vec![0f32; c2 * tile],
@@ -367,6 +382,8 @@ pub struct Model {
     /// 16 partial sums per parameter.
     lanes: Vec<f32>,
     transposed: Vec<f32>,
+    /// conv3's bias with the input shift folded in, per block.
+    folded: Vec<f32>,
     adam_m: Vec<f32>,
     adam_v: Vec<f32>,
     step: i32,
@@ -391,6 +408,7 @@ impl Model {
             grads: vec![0f32; count],
             lanes: vec![0f32; count * LANES],
             transposed: vec![0f32; shape.blocks * shape.layout.transposed_count()],
+            folded: vec![0f32; shape.blocks * shape.c1()],
             adam_m: vec![0f32; count],
             adam_v: vec![0f32; count],
             step: 0,
@@ -425,6 +443,7 @@ impl Model {
                     t1a[i * c2 + o] = p[w1a + o * c1 + i];
                 }
             }
+            fold_bias(shape, p, &mut self.folded[b * c1..(b + 1) * c1]);
         }
     }
 
@@ -469,6 +488,33 @@ impl Model {
     }
 }
 
+/// conv3's bias with the shift of the block input folded in: the taps are read unshifted
+/// (zero off the board), and `w (t - shift) + b = w t + (b - shift sum(w))`.
+fn fold_bias(shape: &NetShape, block_params: &[f32], out: &mut [f32]) {
+    let (w3, b3) = shape.layout.offsets(0);
+    for (c, out) in out.iter_mut().enumerate() {
+        let sum: f32 = block_params[w3 + 9 * c..w3 + 9 * c + 9].iter().sum();
+        *out = block_params[b3 + c] - shape.shift * sum;
+    }
+}
+
+/// The weight gradient of conv3 from the unshifted taps (see [`fold_bias`]):
+/// `sum g (t - shift) = sum g t - shift sum g`, the last sum being the bias gradient.
+fn unfold_grads(shape: &NetShape, grads: &mut [f32]) {
+    if shape.shift == 0.0 {
+        return;
+    }
+    let (w3, b3) = shape.layout.offsets(0);
+    for block in grads.chunks_exact_mut(shape.params_per_block()) {
+        for c in 0..shape.c1() {
+            let bias_grad = block[b3 + c];
+            for w in &mut block[w3 + 9 * c..w3 + 9 * c + 9] {
+                *w -= shape.shift * bias_grad;
+            }
+        }
+    }
+}
+
 /// Everything one tile of one block needs.
 struct TileBlock<'a> {
     shape: &'a NetShape,
@@ -478,6 +524,8 @@ struct TileBlock<'a> {
     /// The block's packed parameters and transposed weights.
     w: &'a [f32],
     wt: &'a [f32],
+    /// conv3's bias with the input shift folded in ([`fold_bias`]).
+    bias3: &'a [f32],
     noise: Option<&'a BlockNoise>,
     tile: usize,
 }
@@ -582,51 +630,24 @@ impl TileBlock<'_> {
         }
     }
 
-    /// The taps `[9, stride]` of the block input `x` (a tile with its margins).
-    #[inline(always)]
-    fn build_taps<S: Simd>(&self, s: S, x: &[f32], taps: &mut [f32]) {
-        let geo = self.geo;
-        let shift = s.splat(-self.shape.shift);
-        for k in 0..9 {
-            let offset = (geo.margin as isize + self.taps_geo.offsets[k]) as usize;
-            let masks = &self.taps_geo.masks[k * geo.stride..(k + 1) * geo.stride];
-            let source = &x[offset..offset + geo.stride];
-            let row = &mut taps[k * geo.stride..(k + 1) * geo.stride];
-            for v in (0..geo.stride).step_by(LANES) {
-                // SAFETY: v + LANES <= stride, the length of all three slices.
-                unsafe {
-                    let value = s.fma(
-                        s.load(masks.as_ptr().add(v)),
-                        s.load(source.as_ptr().add(v)),
-                        shift,
-                    );
-                    s.store(row.as_mut_ptr().add(v), value);
-                }
-            }
-        }
-    }
-
     /// Adds each tap's gradient back onto its source cell: `gx` (a tile with margins) is the
     /// gradient of the block input.
     #[inline(always)]
     fn scatter_taps<S: Simd>(&self, s: S, dtaps: &[f32], gx: &mut [f32]) {
         let geo = self.geo;
+        let taps = self.taps_geo;
         gx.fill(0.0);
+        assert!(dtaps.len() >= 9 * geo.stride && taps.bits.len() >= 9 * taps.vectors);
         for k in 0..9 {
-            let offset = (geo.margin as isize + self.taps_geo.offsets[k]) as usize;
-            let masks = &self.taps_geo.masks[k * geo.stride..(k + 1) * geo.stride];
-            let row = &dtaps[k * geo.stride..(k + 1) * geo.stride];
+            let offset = (geo.margin as isize + taps.offsets[k]) as usize;
             let target = &mut gx[offset..offset + geo.stride];
-            for v in (0..geo.stride).step_by(LANES) {
-                // SAFETY: v + LANES <= stride, the length of all three slices.
+            for v in 0..taps.vectors {
+                // SAFETY: v < vectors = stride / LANES; the rows hold `stride` cells.
                 unsafe {
-                    let p = target.as_mut_ptr().add(v);
-                    let value = s.fma(
-                        s.load(masks.as_ptr().add(v)),
-                        s.load(row.as_ptr().add(v)),
-                        s.load(p),
-                    );
-                    s.store(p, value);
+                    let p = target.as_mut_ptr().add(v * LANES);
+                    let bits = *taps.bits.get_unchecked(k * taps.vectors + v);
+                    let row = dtaps.as_ptr().add(k * geo.stride + v * LANES);
+                    s.store(p, s.add(s.load(p), s.load_masked(row, bits)));
                 }
             }
         }
@@ -635,53 +656,35 @@ impl TileBlock<'_> {
     /// `y = act(a x + bias)` for layer `layer` (`a` its weight, `[rows, k_len]`).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn layer_forward<S: Simd>(
+    fn layer_forward<S: Simd, X: crate::kernels::Rows<S>>(
         &self,
         s: S,
         layer: usize,
         rows: usize,
         k_len: usize,
-        x: &[f32],
+        x: &X,
         y: &mut [f32],
         pre: Option<&mut [f32]>,
     ) {
         let stride = self.geo.stride;
         let (w, b) = self.shape.layout.offsets(layer);
         let a = &self.w[w..w + rows * k_len];
-        let bias = &self.w[b..b + rows];
+        let bias = if layer == 0 {
+            self.bias3
+        } else {
+            &self.w[b..b + rows]
+        };
         match self.fused_act(layer) {
             Some(act) if pre.is_none() => {
                 let mut epilogue = BiasAct { bias, act };
-                matmul(
-                    s,
-                    a,
-                    rows,
-                    k_len,
-                    x,
-                    stride,
-                    y,
-                    stride,
-                    stride,
-                    &mut epilogue,
-                );
+                matmul(s, a, rows, k_len, x, y, stride, stride, &mut epilogue);
             }
             _ => {
                 let mut epilogue = BiasAct {
                     bias,
                     act: SimpleAct::Identity,
                 };
-                matmul(
-                    s,
-                    a,
-                    rows,
-                    k_len,
-                    x,
-                    stride,
-                    y,
-                    stride,
-                    stride,
-                    &mut epilogue,
-                );
+                matmul(s, a, rows, k_len, x, y, stride, stride, &mut epilogue);
                 self.activate_rows(layer, &mut y[..rows * stride], pre);
             }
         }
@@ -715,21 +718,18 @@ impl TileBlock<'_> {
                     act,
                     sums,
                 };
-                matmul(
-                    s,
-                    a,
-                    rows,
-                    k_len,
-                    x,
-                    stride,
-                    y,
-                    stride,
-                    stride,
-                    &mut epilogue,
-                );
+                let x = Dense {
+                    values: x,
+                    ld: stride,
+                };
+                matmul(s, a, rows, k_len, &x, y, stride, stride, &mut epilogue);
             }
             None => {
-                matmul(s, a, rows, k_len, x, stride, y, stride, stride, &mut Plain);
+                let x = Dense {
+                    values: x,
+                    ld: stride,
+                };
+                matmul(s, a, rows, k_len, &x, y, stride, stride, &mut Plain);
                 let out = &out[..rows * stride];
                 self.act_grad_rows(layer, &mut y[..rows * stride], out, pre, sums);
             }
@@ -737,25 +737,31 @@ impl TileBlock<'_> {
     }
 
     /// The forward pass of the block on the tile: `x` (with margins) -> `h1` `[2m, stride]`,
-    /// `h2` `[m, stride]`, `out` `[stride]`; `taps` is scratch, `pre` keeps pre-activations.
+    /// `h2` `[m, stride]`, `out` `[stride]`; `pre` keeps pre-activations.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
     fn forward<S: Simd>(
         &self,
         s: S,
         x: &[f32],
-        taps: &mut [f32],
         h1: &mut [f32],
         h2: &mut [f32],
         out: &mut [f32],
         pre: [Option<&mut [f32]>; 3],
     ) {
-        let (c1, c2) = (self.shape.c1(), self.shape.c2());
+        let (c1, c2, stride) = (self.shape.c1(), self.shape.c2(), self.geo.stride);
         let [pre0, pre1, pre2] = pre;
-        self.build_taps(s, x, taps);
-        self.layer_forward(s, 0, c1, 9, taps, h1, pre0);
-        self.layer_forward(s, 1, c2, c1, h1, h2, pre1);
-        self.layer_forward(s, 2, 1, c2, h2, out, pre2);
+        let taps = self.taps_geo.rows(x, self.geo.margin);
+        self.layer_forward(s, 0, c1, 9, &taps, h1, pre0);
+        let h1 = Dense {
+            values: h1,
+            ld: stride,
+        };
+        self.layer_forward(s, 1, c2, c1, &h1, h2, pre1);
+        let h2 = Dense {
+            values: h2,
+            ld: stride,
+        };
+        self.layer_forward(s, 2, 1, c2, &h2, out, pre2);
     }
 
     /// The backward pass of the block on the tile, from `g3`, the gradient of its output (in
@@ -778,13 +784,7 @@ impl TileBlock<'_> {
         let (c1, c2, stride) = (self.shape.c1(), self.shape.c2(), self.geo.stride);
         let [h1, h2, out] = act_out;
         let [pre0, pre1, pre2] = pre;
-        let Scratch {
-            taps,
-            dtaps,
-            g1,
-            g2,
-            g3,
-        } = scratch;
+        let Scratch { dtaps, g1, g2, g3 } = scratch;
         let (w3, b3) = layout.offsets(0);
         let (w1a, b1a) = layout.offsets(1);
         let (w1b, b1b) = layout.offsets(2);
@@ -803,21 +803,24 @@ impl TileBlock<'_> {
                     // SAFETY: v + LANES <= stride <= the lengths of g3 and out.
                     unsafe {
                         let p = g3.as_mut_ptr().add(v);
-                        let g = crate::kernels::Epilogue::apply(&mut epilogue, s, 0, v, s.load(p));
+                        let g = epilogue.apply(s, 0, v, s.load(p));
                         s.store(p, g);
                     }
                 }
             }
             None => self.act_grad_rows(2, &mut g3[..stride], &out[..stride], pre2, sums),
         }
+        let h2_rows = Dense {
+            values: h2,
+            ld: stride,
+        };
         matmul_nt_lanes(
             s,
             g3,
             1,
             stride,
-            h2,
+            &h2_rows,
             c2,
-            stride,
             stride,
             &mut lanes[w1b * LANES..],
             c2,
@@ -836,14 +839,17 @@ impl TileBlock<'_> {
             pre1,
             &mut lanes[b1a * LANES..],
         );
+        let h1_rows = Dense {
+            values: h1,
+            ld: stride,
+        };
         matmul_nt_lanes(
             s,
             g2,
             c2,
             stride,
-            h1,
+            &h1_rows,
             c1,
-            stride,
             stride,
             &mut lanes[w1a * LANES..],
             c1,
@@ -862,15 +868,14 @@ impl TileBlock<'_> {
             pre0,
             &mut lanes[b3 * LANES..],
         );
-        self.build_taps(s, x, taps);
+        let taps = self.taps_geo.rows(x, self.geo.margin);
         matmul_nt_lanes(
             s,
             g1,
             c1,
             stride,
-            taps,
+            &taps,
             9,
-            stride,
             stride,
             &mut lanes[w3 * LANES..],
             9,
@@ -878,9 +883,11 @@ impl TileBlock<'_> {
         // the block input: dtaps = w3^T g1, each tap back onto its source cell
         if let Some(gx) = gx {
             let w3_t = &self.wt[..9 * c1];
-            matmul(
-                s, w3_t, 9, c1, g1, stride, dtaps, stride, stride, &mut Plain,
-            );
+            let g1_rows = Dense {
+                values: g1,
+                ld: stride,
+            };
+            matmul(s, w3_t, 9, c1, &g1_rows, dtaps, stride, stride, &mut Plain);
             self.scatter_taps(s, dtaps, gx);
         }
     }
@@ -888,7 +895,6 @@ impl TileBlock<'_> {
 
 /// The per-tile scratch of a backward pass; `g3` holds the output gradient on entry.
 struct Scratch<'a> {
-    taps: &'a mut [f32],
     dtaps: &'a mut [f32],
     g1: &'a mut [f32],
     g2: &'a mut [f32],
@@ -984,7 +990,6 @@ impl WithSimd for TrainStep<'_> {
             h2,
             pre,
             grads,
-            taps,
             dtaps,
             g1,
             g2,
@@ -997,6 +1002,7 @@ impl WithSimd for TrainStep<'_> {
             params,
             lanes,
             transposed,
+            folded,
             noise,
             grads: model_grads,
             ..
@@ -1009,6 +1015,7 @@ impl WithSimd for TrainStep<'_> {
             acts: shape.train_acts[block],
             w: &params[block * per_block..(block + 1) * per_block],
             wt: &transposed[block * per_t..(block + 1) * per_t],
+            bias3: &folded[block * c1..(block + 1) * c1],
             noise: Some(&noise[block]),
             tile,
         };
@@ -1021,7 +1028,6 @@ impl WithSimd for TrainStep<'_> {
                 tile_block(block, tile).forward(
                     s,
                     &x[tile * xt..(tile + 1) * xt],
-                    taps,
                     &mut h1[block][tile * c1 * stride..(tile + 1) * c1 * stride],
                     &mut h2[block][tile * c2 * stride..(tile + 1) * c2 * stride],
                     &mut y[tile * xt + margin..tile * xt + margin + stride],
@@ -1041,26 +1047,12 @@ impl WithSimd for TrainStep<'_> {
                 let tb = tile_block(last, tile);
                 let x = &x[tile * xt..(tile + 1) * xt];
                 let out = &mut y[tile * xt + margin..tile * xt + margin + stride];
-                tb.forward(
-                    s,
-                    x,
-                    taps,
-                    s1,
-                    s2,
-                    out,
-                    pre_tile(pre, last, tile, rows, stride),
-                );
+                tb.forward(s, x, s1, s2, out, pre_tile(pre, last, tile, rows, stride));
                 let first = tile * geo.tile_cells;
                 let targets = &targets[first..first + geo.cells_in(tile)];
                 loss_tile(out, targets, shape.logits, scale, g3, &mut loss_sums);
                 let gx = (last > 0).then(|| &mut grads[0][tile * xt..(tile + 1) * xt]);
-                let scratch = Scratch {
-                    taps,
-                    dtaps,
-                    g1,
-                    g2,
-                    g3,
-                };
+                let scratch = Scratch { dtaps, g1, g2, g3 };
                 let pre = read_only(pre_tile(pre, last, tile, rows, stride));
                 tb.backward(s, x, [s1, s2, out], pre, scratch, block_lanes, gx);
             }
@@ -1080,13 +1072,7 @@ impl WithSimd for TrainStep<'_> {
                 let tb = tile_block(block, tile);
                 let interior = tile * xt + margin..tile * xt + margin + stride;
                 g3.copy_from_slice(&gout[interior.clone()]);
-                let scratch = Scratch {
-                    taps,
-                    dtaps,
-                    g1,
-                    g2,
-                    g3,
-                };
+                let scratch = Scratch { dtaps, g1, g2, g3 };
                 let act_out = [
                     &h1[block][tile * c1 * stride..(tile + 1) * c1 * stride],
                     &h2[block][tile * c2 * stride..(tile + 1) * c2 * stride],
@@ -1107,6 +1093,7 @@ impl WithSimd for TrainStep<'_> {
         }
 
         reduce_lanes(lanes, model_grads);
+        unfold_grads(shape, model_grads);
         let total: f64 = loss_sums.iter().sum();
         f64::from((total / geo.cells() as f64) as f32)
     }
@@ -1131,11 +1118,19 @@ impl WithSimd for EvalPass<'_> {
         let Workspace {
             taps_geo,
             xs,
-            taps,
             s1,
             s2,
             ..
         } = ws;
+        let c1 = shape.c1();
+        let mut folded = vec![0f32; shape.blocks * c1];
+        for (block, folded) in folded.chunks_exact_mut(c1).enumerate() {
+            fold_bias(
+                shape,
+                &params[block * per_block..(block + 1) * per_block],
+                folded,
+            );
+        }
         for block in 0..shape.blocks {
             let (inputs, outputs) = xs.split_at_mut(block + 1);
             let (x, y) = (&inputs[block], &mut outputs[0]);
@@ -1147,6 +1142,7 @@ impl WithSimd for EvalPass<'_> {
                     acts: shape.eval_acts[block],
                     w: &params[block * per_block..(block + 1) * per_block],
                     wt: &[],
+                    bias3: &folded[block * c1..(block + 1) * c1],
                     noise: None,
                     tile,
                 };
@@ -1154,7 +1150,6 @@ impl WithSimd for EvalPass<'_> {
                 tb.forward(
                     s,
                     &x[tile * xt..(tile + 1) * xt],
-                    taps,
                     s1,
                     s2,
                     out,
