@@ -91,6 +91,10 @@ pub struct PoolArgs {
     /// After Ctrl-C or SIGTERM, seconds workers get to hand back their jobs before SIGKILL.
     #[arg(long, default_value_t = 30.0)]
     pub grace: f64,
+    /// Seeds of one grid point each worker trains as one fused computation (default: the
+    /// sweep file's `[sweep] fuse_seeds`, else 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub fuse_seeds: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +168,9 @@ pub struct WorkArgs {
     /// Stop after this many jobs.
     #[arg(long)]
     pub max_jobs: Option<u64>,
+    /// Claim up to this many seeds of one grid point and train them as one fused computation.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub fuse_seeds: u32,
     /// Compute threads for this worker (one per worker process scales best).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: u32,

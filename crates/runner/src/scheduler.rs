@@ -29,6 +29,8 @@ pub struct SchedulerConfig {
     pub poll_interval: Duration,
     /// After a stop request, how long workers get to hand back their jobs before SIGKILL.
     pub grace: Duration,
+    /// Seeds of one grid point each worker trains as one fused computation (1: unfused).
+    pub fuse_seeds: usize,
     /// Extra arguments passed to each `work` command (e.g. log verbosity).
     pub worker_args: Vec<String>,
 }
@@ -223,6 +225,8 @@ fn spawn_worker(
         .arg("--heartbeat")
         .arg(format!("{}", config.heartbeat.as_secs_f64()))
         .arg("--exit-when-idle")
+        .arg("--fuse-seeds")
+        .arg(config.fuse_seeds.to_string())
         .args(&config.worker_args)
         // One compute thread per worker process: several processes scale better than threads.
         .env("RAYON_NUM_THREADS", "1")

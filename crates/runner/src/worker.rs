@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lifesweep_store::{ClaimedJob, RunRecord, Store, WorkerInfo};
-use lifesweep_train::{train_and_evaluate, TrainControl, TrainError, TrainOutcome};
+use lifesweep_train::{
+    train_and_evaluate, train_and_evaluate_many, TrainControl, TrainError, TrainOutcome,
+};
 use tracing::{info, warn};
 
 use crate::{DeviceSpec, RunnerError};
@@ -33,6 +35,9 @@ pub struct WorkerConfig {
     pub weights_dir: PathBuf,
     /// Stop after this many jobs (`None`: no limit).
     pub max_jobs: Option<u64>,
+    /// Claim up to this many jobs of one grid point (differing only in seed) at once and train
+    /// them as one fused computation; 1 trains one job at a time.
+    pub fuse_seeds: usize,
 }
 
 /// What a worker did before it stopped.
@@ -85,22 +90,26 @@ pub async fn run_worker(
         {
             break Ok(());
         }
-        let job = match store
-            .claim_next_job(&config.worker_id, config.sweep.as_deref(), config.lease)
+        let mut k = config.fuse_seeds.max(1);
+        if let Some(max) = config.max_jobs {
+            let left = max.saturating_sub(summary.completed + summary.failed);
+            k = k.min(usize::try_from(left).unwrap_or(usize::MAX)).max(1);
+        }
+        let jobs = match store
+            .claim_jobs(&config.worker_id, config.sweep.as_deref(), config.lease, k)
             .await
         {
-            Ok(job) => job,
+            Ok(jobs) => jobs,
             Err(e) => break Err(RunnerError::from(e)),
         };
-        let Some(job) = job else {
+        if jobs.is_empty() {
             if config.exit_when_idle {
                 break Ok(());
             }
             sleep_unless_stopped(config.poll_interval, &stop).await;
             continue;
-        };
-        if let Err(e) = run_one_job(store, config, &device, &label, job, &stop, &mut summary).await
-        {
+        }
+        if let Err(e) = run_jobs(store, config, &device, &label, jobs, &stop, &mut summary).await {
             break Err(e);
         }
     };
@@ -126,22 +135,28 @@ enum Finished {
     Panicked(String),
 }
 
-async fn run_one_job(
+/// Trains a group of claimed jobs (one job, or several seeds of one grid point fused), renewing
+/// every lease of the group while training, then writes each job's outcome.
+async fn run_jobs(
     store: &Store,
     config: &WorkerConfig,
     device: &candle_core::Device,
     label: &str,
-    job: ClaimedJob,
+    jobs: Vec<ClaimedJob>,
     stop: &Arc<AtomicBool>,
     summary: &mut WorkerSummary,
 ) -> Result<(), RunnerError> {
-    info!(job = job.job_id, key = %job.key, attempt = job.attempt, "claimed");
+    for job in &jobs {
+        info!(job = job.job_id, key = %job.key, attempt = job.attempt, fused = jobs.len(), "claimed");
+    }
     let started_at = now_secs();
-    // Set when the lease is lost: training stops early and its result is discarded.
+    // Set when a lease of the group is lost: training stops early and the lost jobs' results
+    // are discarded (the others are handed back).
     let lease_lost = Arc::new(AtomicBool::new(false));
+    let mut lost = vec![false; jobs.len()];
 
     let mut training = {
-        let params = job.params.clone();
+        let params: Vec<_> = jobs.iter().map(|j| j.params.clone()).collect();
         let device = device.clone();
         let label = label.to_string();
         let stop = Arc::clone(stop);
@@ -154,12 +169,27 @@ async fn run_one_job(
                 should_stop: &should_stop,
                 on_progress: &on_progress,
             };
+            let n = params.len();
             match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                train_and_evaluate(&params, &device, &label, &control)
+                if n == 1 {
+                    vec![train_and_evaluate(&params[0], &device, &label, &control)]
+                } else {
+                    train_and_evaluate_many(&params, &device, &label, &control)
+                }
             })) {
-                Ok(Ok(outcome)) => Finished::Trained(Box::new(outcome)),
-                Ok(Err(e)) => Finished::Failed(e),
-                Err(panic) => Finished::Panicked(panic_message(&panic)),
+                Ok(results) => results
+                    .into_iter()
+                    .map(|r| match r {
+                        Ok(outcome) => Finished::Trained(Box::new(outcome)),
+                        Err(e) => Finished::Failed(e),
+                    })
+                    .collect::<Vec<_>>(),
+                Err(panic) => {
+                    let message = panic_message(&panic);
+                    (0..n)
+                        .map(|_| Finished::Panicked(message.clone()))
+                        .collect()
+                }
             }
         })
     };
@@ -169,32 +199,62 @@ async fn run_one_job(
     let finished = loop {
         tokio::select! {
             joined = &mut training => {
-                break joined.unwrap_or_else(|e| Finished::Panicked(e.to_string()));
+                break joined.unwrap_or_else(|e| jobs.iter().map(|_| Finished::Panicked(e.to_string())).collect());
             }
             _ = heartbeat.tick() => {
-                match store.renew_lease(job.job_id, &config.worker_id, config.lease).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        warn!(job = job.job_id, key = %job.key, "lease lost (the job was given to another worker); stopping this run and discarding its result");
-                        lease_lost.store(true, Ordering::SeqCst);
+                for (i, job) in jobs.iter().enumerate() {
+                    if lost[i] {
+                        continue;
                     }
-                    // A slow or busy database is not a lost lease: keep training, retry next beat.
-                    Err(e) => warn!(job = job.job_id, "could not renew the lease: {e}"),
+                    match store.renew_lease(job.job_id, &config.worker_id, config.lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            warn!(job = job.job_id, key = %job.key, "lease lost (the job was given to another worker); stopping this run and discarding its result");
+                            lost[i] = true;
+                            lease_lost.store(true, Ordering::SeqCst);
+                        }
+                        // A slow or busy database is not a lost lease: keep training, retry next beat.
+                        Err(e) => warn!(job = job.job_id, "could not renew the lease: {e}"),
+                    }
                 }
             }
         }
     };
     let finished_at = now_secs();
 
-    if lease_lost.load(Ordering::SeqCst) {
-        summary.discarded += 1;
-        return Ok(());
+    for ((job, finished), lost) in jobs.iter().zip(finished).zip(lost) {
+        if lost {
+            summary.discarded += 1;
+            continue;
+        }
+        finish_job(
+            store,
+            config,
+            job,
+            finished,
+            started_at,
+            finished_at,
+            summary,
+        )
+        .await?;
     }
+    Ok(())
+}
 
+/// Writes one job's outcome, conditional on still holding it.
+async fn finish_job(
+    store: &Store,
+    config: &WorkerConfig,
+    job: &ClaimedJob,
+    finished: Finished,
+    started_at: f64,
+    finished_at: f64,
+    summary: &mut WorkerSummary,
+) -> Result<(), RunnerError> {
     match finished {
         Finished::Trained(outcome) => {
             let weights_path = if job.params.save_weights {
-                Some(save_weights(config, &job, &outcome)?)
+                Some(save_weights(config, job, &outcome)?)
             } else {
                 None
             };

@@ -25,6 +25,9 @@ struct RawSweep {
     name: Option<String>,
     #[serde(default)]
     description: String,
+    /// Seeds of one grid point a worker trains as one fused computation. A scheduling choice,
+    /// not a training parameter: it changes no job key and no result.
+    fuse_seeds: Option<toml::Value>,
 }
 
 /// A `{ from = A, to = B }` range on an integer axis (both ends included).
@@ -59,11 +62,17 @@ pub struct SweepSpec {
     /// Grid axes in canonical order (parameter order, `seed` last so that a grid point's
     /// seeds are neighbours in the queue).
     pub axes: Vec<Axis>,
+    /// `[sweep] fuse_seeds`: seeds of one grid point trained as one computation (1..=64).
+    pub fuse_seeds: usize,
     jobs: Vec<JobSpec>,
 }
 
 fn key_error(origin: &str, key: impl Into<String>, message: impl Into<String>) -> SpecError {
-    SpecError::Key { origin: origin.to_string(), key: key.into(), message: message.into() }
+    SpecError::Key {
+        origin: origin.to_string(),
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 /// Sets `key = value` on `params`, checking the value's type through serde.
@@ -74,7 +83,11 @@ fn set_param(params: &TrainParams, key: &str, value: &toml::Value) -> Result<Tra
         // serde's message says what was expected; make it read as a sentence about the value.
         let msg = e.to_string();
         let msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
-        let msg = msg.split(" in `").next().unwrap_or(&msg).trim_end_matches('.');
+        let msg = msg
+            .split(" in `")
+            .next()
+            .unwrap_or(&msg)
+            .trim_end_matches('.');
         format!("{msg} (got {value})")
     })
 }
@@ -82,7 +95,9 @@ fn set_param(params: &TrainParams, key: &str, value: &toml::Value) -> Result<Tra
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 impl SweepSpec {
@@ -103,6 +118,18 @@ impl SweepSpec {
             ));
         }
 
+        let fuse_seeds = match &raw.sweep.fuse_seeds {
+            None => 1,
+            Some(toml::Value::Integer(k)) if (1..=64).contains(k) => *k as usize,
+            Some(other) => {
+                return Err(key_error(
+                    origin,
+                    "[sweep].fuse_seeds",
+                    format!("expected a whole number from 1 to 64, got {other}"),
+                ))
+            }
+        };
+
         // [train]: each key on its own, so an error names it.
         let mut base = TrainParams::default();
         for (key, value) in &raw.train {
@@ -111,7 +138,11 @@ impl SweepSpec {
                 return Err(key_error(origin, at, unknown_key_message(key, TRAIN_KEYS)));
             }
             if raw.grid.contains_key(key) {
-                return Err(key_error(origin, at, format!("{key} is set in both [train] and [grid]; keep one")));
+                return Err(key_error(
+                    origin,
+                    at,
+                    format!("{key} is set in both [train] and [grid]; keep one"),
+                ));
             }
             base = set_param(&base, key, value).map_err(|m| key_error(origin, at, m))?;
         }
@@ -133,23 +164,44 @@ impl SweepSpec {
             }
             let values = axis_values(spec).map_err(|m| key_error(origin, &at, m))?;
             if values.is_empty() {
-                return Err(key_error(origin, at, "the axis has no values; give at least one"));
+                return Err(key_error(
+                    origin,
+                    at,
+                    "the axis has no values; give at least one",
+                ));
             }
             for (i, value) in values.iter().enumerate() {
                 if values[..i].contains(value) {
-                    return Err(key_error(origin, &at, format!("value {value} appears twice")));
+                    return Err(key_error(
+                        origin,
+                        &at,
+                        format!("value {value} appears twice"),
+                    ));
                 }
                 set_param(&base, key, value).map_err(|m| key_error(origin, &at, m))?;
             }
-            axes.push(Axis { key: key.clone(), values });
+            axes.push(Axis {
+                key: key.clone(),
+                values,
+            });
         }
         axes.sort_by_key(|axis| {
-            let order = TRAIN_KEYS.iter().position(|k| *k == axis.key).unwrap_or(usize::MAX);
+            let order = TRAIN_KEYS
+                .iter()
+                .position(|k| *k == axis.key)
+                .unwrap_or(usize::MAX);
             (axis.key == "seed", order)
         });
 
         let jobs = expand(&base, &axes, origin)?;
-        Ok(SweepSpec { name, description: raw.sweep.description, base, axes, jobs })
+        Ok(SweepSpec {
+            name,
+            description: raw.sweep.description,
+            base,
+            axes,
+            fuse_seeds,
+            jobs,
+        })
     }
 
     /// The jobs of the grid's cartesian product, the last axis varying fastest.
@@ -187,17 +239,29 @@ fn axis_values(spec: &toml::Value) -> Result<Vec<toml::Value>, String> {
     match spec {
         toml::Value::Array(values) => Ok(values.clone()),
         toml::Value::Table(table) => {
-            let range = RawRange::deserialize(toml::Value::Table(table.clone()))
-                .map_err(|e| format!("expected a list of values or {{ from = A, to = B }}: {}", e.to_string().trim()))?;
+            let range = RawRange::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+                format!(
+                    "expected a list of values or {{ from = A, to = B }}: {}",
+                    e.to_string().trim()
+                )
+            })?;
             if range.from > range.to {
-                return Err(format!("range from {} to {} is empty (from must not exceed to)", range.from, range.to));
+                return Err(format!(
+                    "range from {} to {} is empty (from must not exceed to)",
+                    range.from, range.to
+                ));
             }
             if range.to - range.from >= 1_000_000 {
-                return Err(format!("range from {} to {} has more than a million values", range.from, range.to));
+                return Err(format!(
+                    "range from {} to {} has more than a million values",
+                    range.from, range.to
+                ));
             }
             Ok((range.from..=range.to).map(toml::Value::Integer).collect())
         }
-        other => Err(format!("expected a list of values or {{ from = A, to = B }}, got {other}")),
+        other => Err(format!(
+            "expected a list of values or {{ from = A, to = B }}, got {other}"
+        )),
     }
 }
 
@@ -213,8 +277,11 @@ fn expand(base: &TrainParams, axes: &[Axis], origin: &str) -> Result<Vec<JobSpec
                 .map_err(|m| key_error(origin, format!("[grid].{}", axis.key), m))?;
         }
         if let Err((key, message)) = params.validate() {
-            let point: Vec<String> =
-                axes.iter().zip(&index).map(|(a, &i)| format!("{}={}", a.key, a.values[i])).collect();
+            let point: Vec<String> = axes
+                .iter()
+                .zip(&index)
+                .map(|(a, &i)| format!("{}={}", a.key, a.values[i]))
+                .collect();
             let at = if axes.iter().any(|a| a.key == key) {
                 format!("[grid].{key}")
             } else if let Some((eval_key, _)) = EVAL_KEYS.iter().find(|(_, p)| *p == key) {
@@ -222,10 +289,17 @@ fn expand(base: &TrainParams, axes: &[Axis], origin: &str) -> Result<Vec<JobSpec
             } else {
                 format!("[train].{key}")
             };
-            let message = if point.is_empty() { message } else { format!("{message} (at {})", point.join(", ")) };
+            let message = if point.is_empty() {
+                message
+            } else {
+                format!("{message} (at {})", point.join(", "))
+            };
             return Err(key_error(origin, at, message));
         }
-        jobs.push(JobSpec { key: job_key(&params), params });
+        jobs.push(JobSpec {
+            key: job_key(&params),
+            params,
+        });
         // Odometer increment, last axis fastest.
         for d in (0..axes.len()).rev() {
             index[d] += 1;
@@ -268,8 +342,10 @@ mod tests {
         assert_eq!(spec.name, "demo");
         assert_eq!(spec.jobs().len(), 12);
         assert_eq!(spec.axis_keys(), ["m_factor", "activation", "seed"]);
-        let first: Vec<(u32, Activation, u64)> =
-            spec.jobs()[..4].iter().map(|j| (j.params.m_factor, j.params.activation, j.params.seed)).collect();
+        let first: Vec<(u32, Activation, u64)> = spec.jobs()[..4]
+            .iter()
+            .map(|j| (j.params.m_factor, j.params.activation, j.params.seed))
+            .collect();
         assert_eq!(
             first,
             [
@@ -279,19 +355,27 @@ mod tests {
                 (1, Activation::LeakyReLU, 1)
             ]
         );
-        assert!(spec.jobs().iter().all(|j| j.params.batches == 10 && j.params.use_sigmoid));
+        assert!(spec
+            .jobs()
+            .iter()
+            .all(|j| j.params.batches == 10 && j.params.use_sigmoid));
         assert!(spec.jobs().iter().all(|j| j.params.eval_boards == 50));
         let mut keys: Vec<&JobKey> = spec.jobs().iter().map(|j| &j.key).collect();
         keys.sort();
         keys.dedup();
         assert_eq!(keys.len(), 12, "job keys are unique");
-        assert_eq!(spec.group_keys(), ["steps", "m_factor", "d_factor", "activation"]);
+        assert_eq!(
+            spec.group_keys(),
+            ["steps", "m_factor", "d_factor", "activation"]
+        );
     }
 
     #[test]
     fn key_order_in_the_file_does_not_change_job_keys() {
-        let a = parse("[grid]\nm_factor = [1, 2]\nsteps = [1]\n[train]\nbatches = 3\nseed = 4").unwrap();
-        let b = parse("[train]\nseed = 4\nbatches = 3\n[grid]\nsteps = [1]\nm_factor = [1, 2]").unwrap();
+        let a = parse("[grid]\nm_factor = [1, 2]\nsteps = [1]\n[train]\nbatches = 3\nseed = 4")
+            .unwrap();
+        let b = parse("[train]\nseed = 4\nbatches = 3\n[grid]\nsteps = [1]\nm_factor = [1, 2]")
+            .unwrap();
         let ka: Vec<_> = a.jobs().iter().map(|j| j.key.clone()).collect();
         let kb: Vec<_> = b.jobs().iter().map(|j| j.key.clone()).collect();
         assert_eq!(ka, kb);
@@ -333,6 +417,9 @@ mod tests {
             ("[train]\nsolve_layers = [3]", "[train].solve_layers"),
             ("[eval]\nboards = 0", "[eval].boards"),
             ("[sweep]\nname = \"a b\"", "[sweep].name"),
+            ("[sweep]\nfuse_seeds = 0", "[sweep].fuse_seeds"),
+            ("[sweep]\nfuse_seeds = 65", "[sweep].fuse_seeds"),
+            ("[sweep]\nfuse_seeds = \"8\"", "[sweep].fuse_seeds"),
             ("[train]\nrule = \"moore\"", "[train].rule"),
         ];
         for (text, key) in cases {

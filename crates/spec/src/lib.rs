@@ -19,7 +19,11 @@ pub enum SpecError {
     #[error("{origin}: {message}")]
     Syntax { origin: String, message: String },
     #[error("{origin}: {key}: {message}")]
-    Key { origin: String, key: String, message: String },
+    Key {
+        origin: String,
+        key: String,
+        message: String,
+    },
 }
 
 impl SpecError {

@@ -143,7 +143,8 @@ pub const TRAIN_KEYS: &[&str] = &[
 ];
 
 /// The `[eval]` keys and the parameter each one sets.
-pub const EVAL_KEYS: &[(&str, &str)] = &[("boards", "eval_boards"), ("board_size", "eval_board_size")];
+pub const EVAL_KEYS: &[(&str, &str)] =
+    &[("boards", "eval_boards"), ("board_size", "eval_board_size")];
 
 impl TrainParams {
     /// Number of blocks of three convolutions: floor(steps * d_factor).
@@ -174,7 +175,10 @@ impl TrainParams {
         positive("eval_boards", self.eval_boards)?;
         positive("eval_board_size", self.eval_board_size)?;
         if !(self.d_factor.is_finite() && self.d_factor > 0.0) {
-            return Err(("d_factor", format!("d_factor must be a positive number, got {}", self.d_factor)));
+            return Err((
+                "d_factor",
+                format!("d_factor must be a positive number, got {}", self.d_factor),
+            ));
         }
         if self.blocks() == 0 {
             return Err((
@@ -190,11 +194,17 @@ impl TrainParams {
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             return Err((
                 "learning_rate",
-                format!("learning_rate must be a positive number, got {}", self.learning_rate),
+                format!(
+                    "learning_rate must be a positive number, got {}",
+                    self.learning_rate
+                ),
             ));
         }
         if !(0.0..=1.0).contains(&self.density) {
-            return Err(("density", format!("density must lie in [0, 1], got {}", self.density)));
+            return Err((
+                "density",
+                format!("density must lie in [0, 1], got {}", self.density),
+            ));
         }
         if let Some(&bad) = self.solve_layers.iter().find(|&&b| b >= self.blocks()) {
             return Err((

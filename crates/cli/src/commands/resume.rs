@@ -11,7 +11,7 @@ pub fn resume(args: ResumeArgs, quiet: bool, verbose: u8) -> Result<ExitCode> {
     runtime.block_on(async {
         let store = common::open_existing_store(&args.db.db).await?;
         let sweep = store.resolve_sweep(args.sweep.as_deref()).await?;
-        let config = scheduler_config(&args.pool, &args.db.db, &sweep, quiet, verbose)?;
+        let config = scheduler_config(&args.pool, &args.db.db, &sweep, 1, quiet, verbose)?;
         let axes = store
             .sweeps()
             .await?

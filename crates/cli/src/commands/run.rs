@@ -14,7 +14,14 @@ use crate::common;
 pub fn run(args: RunArgs, quiet: bool, verbose: u8) -> Result<ExitCode> {
     // Everything the user gave is checked before the database is touched.
     let (spec, text) = common::load_spec(&args.config)?;
-    let config = scheduler_config(&args.pool, &args.db.db, &spec.name, quiet, verbose)?;
+    let config = scheduler_config(
+        &args.pool,
+        &args.db.db,
+        &spec.name,
+        spec.fuse_seeds,
+        quiet,
+        verbose,
+    )?;
     let runtime = common::runtime()?;
     runtime.block_on(async {
         let stop = common::stop_on_signals()?;
@@ -49,6 +56,7 @@ pub fn scheduler_config(
     pool: &PoolArgs,
     db: &str,
     sweep: &str,
+    default_fuse_seeds: usize,
     quiet: bool,
     verbose: u8,
 ) -> Result<SchedulerConfig> {
@@ -83,6 +91,7 @@ pub fn scheduler_config(
         heartbeat,
         poll_interval: Duration::from_millis(250),
         grace: Duration::from_secs_f64(pool.grace),
+        fuse_seeds: pool.fuse_seeds.map_or(default_fuse_seeds, |k| k as usize),
         worker_args,
     })
 }

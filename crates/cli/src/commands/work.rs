@@ -29,6 +29,7 @@ pub fn work(args: WorkArgs) -> Result<ExitCode> {
         poll_interval: std::time::Duration::from_secs(2),
         weights_dir: common::weights_dir(&args.db.db),
         max_jobs: args.max_jobs,
+        fuse_seeds: args.fuse_seeds as usize,
     };
     let runtime = common::runtime()?;
     runtime.block_on(async {

@@ -66,7 +66,7 @@ fn outcome(db: &Path) -> BTreeMap<String, (Value, Value, Vec<u8>, Value)> {
 }
 
 #[test]
-fn one_worker_and_three_workers_give_bit_identical_runs() {
+fn one_worker_three_workers_and_fused_seeds_give_bit_identical_runs() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("same.toml");
     fs::write(&config, SWEEP).unwrap();
@@ -90,8 +90,25 @@ fn one_worker_and_three_workers_give_bit_identical_runs() {
             .args(["--workers", "3"]),
         0,
     );
+    let fused = dir.path().join("fused.db");
+    expect_code(
+        lifesweep()
+            .arg("run")
+            .arg(&config)
+            .arg("--db")
+            .arg(&fused)
+            .args(["--workers", "2", "--fuse-seeds", "2"]),
+        0,
+    );
     let a = outcome(&one);
     let b = outcome(&three);
+    let c = outcome(&fused);
+    for (key, run_a) in &a {
+        assert!(
+            run_a == &c[key],
+            "job {key} differs when its seeds are trained fused"
+        );
+    }
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (key, run_a) in &a {
         assert!(run_a == &b[key], "job {key} differs between runs");
