@@ -1,4 +1,5 @@
-//! The bit-parallel batch generator behind [`crate::generate_batch`] and [`crate::fill_batch`].
+//! The bit-parallel batch generator behind [`crate::fill_batch_bits`] (and so
+//! [`crate::fill_batch`] and [`crate::generate_batch`]).
 //!
 //! A board of side `size <= 64` is one `u64` per row (bit `x` is column `x`). A step of a rule
 //! adds the neighbour rows (shifted left and right for the horizontal and diagonal neighbours,
@@ -56,7 +57,7 @@ fn row_mask(size: usize) -> u64 {
     }
 }
 
-/// Bits `start..start + size` of the bit stream `words`, as a row.
+/// Bits `start..start + size` (`size <= 64`) of the bit stream `words`, as a row.
 fn read_row(words: &[u64], start: usize, size: usize) -> u64 {
     let (word, offset) = (start / 64, start % 64);
     let mut row = words[word] >> offset;
@@ -66,7 +67,7 @@ fn read_row(words: &[u64], start: usize, size: usize) -> u64 {
     row & row_mask(size)
 }
 
-/// ORs `row` into bits `start..start + size` of `words`.
+/// ORs `row` (`size <= 64` bits, the rest zero) into bits `start..start + size` of `words`.
 fn write_row(words: &mut [u64], start: usize, size: usize, row: u64) {
     let (word, offset) = (start / 64, start % 64);
     words[word] |= row << offset;
@@ -75,49 +76,60 @@ fn write_row(words: &mut [u64], start: usize, size: usize, row: u64) {
     }
 }
 
-/// Bit-sliced counter of up to 15 one-bit inputs per column.
-#[derive(Clone, Copy, Default)]
-struct Count([u64; 4]);
-
-impl Count {
-    #[inline(always)]
-    fn add(&mut self, mut carry: u64) {
-        for plane in &mut self.0 {
-            let next = *plane & carry;
-            *plane ^= carry;
-            carry = next;
+/// One step of `rule` on a board of side `size` whose rows are `rows[1..=size]`, with
+/// `rows[0]` and `rows[size + 1]` zero (the dead cells beyond the edges), into
+/// `next[1..=size]`.
+#[inline(always)]
+fn step_padded(rule: Rule, rows: &[u64], size: usize, next: &mut [u64]) {
+    let mask = row_mask(size);
+    let (rows, next) = (&rows[..size + 2], &mut next[1..=size]);
+    match rule {
+        Rule::VonNeumann => {
+            for (next, w) in next.iter_mut().zip(rows.windows(3)) {
+                *next = von_neumann_row(w[0], w[1], w[2], mask);
+            }
         }
-    }
-
-    /// Columns whose count is 3, or 2 where `alive` is set: the next state under both rules.
-    #[inline(always)]
-    fn next_state(&self, alive: u64) -> u64 {
-        let [b0, b1, b2, b3] = self.0;
-        b1 & !b2 & !b3 & (b0 | alive)
+        Rule::Conway => {
+            for (next, w) in next.iter_mut().zip(rows.windows(3)) {
+                *next = conway_row(w[0], w[1], w[2], mask);
+            }
+        }
     }
 }
 
-/// One step of `rule` on the rows of a board of side `size`, into `next`.
-pub(crate) fn step_rows(rule: Rule, rows: &[u64], size: usize, next: &mut [u64]) {
-    let mask = row_mask(size);
-    for y in 0..size {
-        let alive = rows[y];
-        let up = if y > 0 { rows[y - 1] } else { 0 };
-        let down = if y + 1 < size { rows[y + 1] } else { 0 };
-        let mut count = Count::default();
-        // bit x of `v << 1` is column x - 1 of v, bit x of `v >> 1` is column x + 1
-        count.add(up);
-        count.add(down);
-        count.add((alive << 1) & mask);
-        count.add(alive >> 1);
-        if rule == Rule::Conway {
-            count.add((up << 1) & mask);
-            count.add(up >> 1);
-            count.add((down << 1) & mask);
-            count.add(down >> 1);
-        }
-        next[y] = count.next_state(alive);
-    }
+// In both rules the next state is: alive with 2 or 3 live neighbours, or dead with exactly 3.
+// Bit x of `v << 1` is column x - 1 of v, bit x of `v >> 1` is column x + 1; `mask` keeps the
+// board's columns (nothing shifts in from beyond the edges).
+
+/// One row under the von Neumann rule: the 4 orthogonal neighbours, added by two half adders
+/// and a third for the two sums. With at most 4 neighbours, "2 or 3" is exactly bit 1 of the
+/// count (4 = 0b100 has it clear).
+#[inline(always)]
+fn von_neumann_row(up: u64, alive: u64, down: u64, mask: u64) -> u64 {
+    let (left, right) = ((alive << 1) & mask, alive >> 1);
+    let (s1, c1) = (up ^ down, up & down);
+    let (s2, c2) = (left ^ right, left & right);
+    let ones = s1 ^ s2;
+    let twos = c1 ^ c2 ^ (s1 & s2);
+    twos & (ones | alive)
+}
+
+/// One row under Conway's rule: the 8 neighbours as three column sums (a full adder over the
+/// three cells above, one over the three below, a half adder over left and right), then the
+/// ones and the twos. The count is 2 or 3 exactly when one of the four bits worth 2 is set.
+#[inline(always)]
+fn conway_row(up: u64, alive: u64, down: u64, mask: u64) -> u64 {
+    let full_adder = |a: u64, b: u64, c: u64| (a ^ b ^ c, (a & b) | (c & (a ^ b)));
+    let (s_up, c_up) = full_adder((up << 1) & mask, up, up >> 1);
+    let (s_down, c_down) = full_adder((down << 1) & mask, down, down >> 1);
+    let (left, right) = ((alive << 1) & mask, alive >> 1);
+    let (s_mid, c_mid) = (left ^ right, left & right);
+    let (ones, c_ones) = full_adder(s_up, s_down, s_mid);
+    // exactly one of c_up, c_down, c_mid, c_ones
+    let (p, q) = (c_up ^ c_down, c_up & c_down);
+    let (r, t) = (c_mid ^ c_ones, c_mid & c_ones);
+    let one_two = (p ^ r) & !(q | t | (p & r));
+    one_two & (ones | alive)
 }
 
 /// Draws the cells of one board into `words` exactly as `Board::random` does: at density 0.5
@@ -145,43 +157,48 @@ fn draw_board<R: Rng + ?Sized>(rng: &mut R, cells: usize, density: f64, words: &
     }
 }
 
-/// [`crate::fill_batch`] for `1 <= size <= 64`.
+/// [`crate::fill_batch_bits`] for `1 <= size <= 64`: `inputs` and `targets` are zero.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn fill_batch_bits<R: Rng + ?Sized>(
+pub(crate) fn fill_stream<R: Rng + ?Sized>(
     rng: &mut R,
     rule: Rule,
     steps: u32,
     size: usize,
     count: usize,
     density: f64,
-    inputs: &mut [f32],
-    targets: &mut [f32],
+    inputs: &mut [u64],
+    targets: &mut [u64],
 ) {
     debug_assert!((1..=MAX_BITS_SIZE).contains(&size));
     let cells = size * size;
     let used = cells.div_ceil(64);
     let mut words = [0u64; WORDS];
-    let mut rows = [0u64; MAX_BITS_SIZE];
-    let mut next = [0u64; MAX_BITS_SIZE];
-    let boards = inputs
-        .chunks_exact_mut(cells)
-        .zip(targets.chunks_exact_mut(cells));
-    for (input, target) in boards.take(count) {
+    // rows 1..=size of the board, zero rows around it
+    let mut rows = [0u64; MAX_BITS_SIZE + 2];
+    let mut next = [0u64; MAX_BITS_SIZE + 2];
+    for board in 0..count {
+        let start = board * cells;
         draw_board(rng, cells, density, &mut words);
-        expand_bits(&words[..used], input);
-        for (y, row) in rows[..size].iter_mut().enumerate() {
+        for (i, &word) in words[..used].iter().enumerate() {
+            write_row(inputs, start + 64 * i, (cells - 64 * i).min(64), word);
+        }
+        for (y, row) in rows[1..=size].iter_mut().enumerate() {
             *row = read_row(&words, y * size, size);
         }
+        let (mut current, mut other) = (&mut rows, &mut next);
         for _ in 0..steps {
-            step_rows(rule, &rows[..size], size, &mut next[..size]);
-            rows[..size].copy_from_slice(&next[..size]);
+            step_padded(rule, current, size, other);
+            std::mem::swap(&mut current, &mut other);
         }
-        words[..used].fill(0);
-        for (y, &row) in rows[..size].iter().enumerate() {
-            write_row(&mut words, y * size, size, row);
+        for (y, &row) in current[1..=size].iter().enumerate() {
+            write_row(targets, start + y * size, size, row);
         }
-        expand_bits(&words[..used], target);
     }
+}
+
+/// Writes bits `0..out.len()` of the bit stream `words` as 0.0 / 1.0.
+pub(crate) fn expand_stream(words: &[u64], out: &mut [f32]) {
+    expand_bits(words, out);
 }
 
 #[cfg(test)]

@@ -64,9 +64,6 @@ pub fn generate_batch<R: Rng + ?Sized>(
 /// [`generate_batch`] into `inputs` and `targets` (each `count * size * size` cells, row-major
 /// boards one after the other, 0.0 / 1.0), drawing the same boards from the RNG.
 ///
-/// Boards up to 64 cells wide are drawn and stepped a row per machine word (see the private
-/// `bits` module); wider ones cell by cell.
-///
 /// # Panics
 /// When a buffer does not hold exactly `count * size * size` cells (a programming error).
 #[allow(clippy::too_many_arguments)]
@@ -80,35 +77,87 @@ pub fn fill_batch<R: Rng + ?Sized>(
     inputs: &mut [f32],
     targets: &mut [f32],
 ) {
-    let cells = size * size;
+    let cells = count * size * size;
     assert_eq!(
         inputs.len(),
-        count * cells,
+        cells,
         "inputs of {count} boards of size {size}"
     );
     assert_eq!(
         targets.len(),
-        count * cells,
+        cells,
         "targets of {count} boards of size {size}"
     );
+    let mut input_bits = vec![0u64; bit_words(cells)];
+    let mut target_bits = vec![0u64; bit_words(cells)];
+    fill_batch_bits(
+        rng,
+        rule,
+        steps,
+        size,
+        count,
+        density,
+        &mut input_bits,
+        &mut target_bits,
+    );
+    bits::expand_stream(&input_bits, inputs);
+    bits::expand_stream(&target_bits, targets);
+}
+
+/// The number of 64-bit words that hold `cells` bits.
+pub fn bit_words(cells: usize) -> usize {
+    cells.div_ceil(64)
+}
+
+/// The batch of [`generate_batch`] as bit streams: cell `i` of board `b` (row-major) is bit
+/// `(b * size * size + i) % 64` of word `(b * size * size + i) / 64` of `inputs` (the boards)
+/// and `targets` (after `steps` steps), each [`bit_words`]`(count * size * size)` long; bits
+/// past the last cell are 0. Draws the same boards from the RNG as [`generate_batch`].
+///
+/// Boards up to 64 cells wide are drawn and stepped a row per machine word (see the private
+/// `bits` module); wider ones cell by cell.
+///
+/// # Panics
+/// When a buffer does not have exactly `bit_words(count * size * size)` words.
+#[allow(clippy::too_many_arguments)]
+pub fn fill_batch_bits<R: Rng + ?Sized>(
+    rng: &mut R,
+    rule: Rule,
+    steps: u32,
+    size: usize,
+    count: usize,
+    density: f64,
+    inputs: &mut [u64],
+    targets: &mut [u64],
+) {
+    let cells = size * size;
+    let words = bit_words(count * cells);
+    assert_eq!(
+        inputs.len(),
+        words,
+        "input bits of {count} boards of size {size}"
+    );
+    assert_eq!(
+        targets.len(),
+        words,
+        "target bits of {count} boards of size {size}"
+    );
+    inputs.fill(0);
+    targets.fill(0);
     if cells == 0 {
         return;
     }
     if size <= bits::MAX_BITS_SIZE {
-        bits::fill_batch_bits(rng, rule, steps, size, count, density, inputs, targets);
+        bits::fill_stream(rng, rule, steps, size, count, density, inputs, targets);
         return;
     }
-    let boards = inputs
-        .chunks_exact_mut(cells)
-        .zip(targets.chunks_exact_mut(cells));
-    for (input, target) in boards {
-        let board = Board::random(rng, size, density);
-        let next = rule.step_n(&board, steps);
-        for (out, &c) in input.iter_mut().zip(board.cells()) {
-            *out = f32::from(c);
-        }
-        for (out, &c) in target.iter_mut().zip(next.cells()) {
-            *out = f32::from(c);
+    for board in 0..count {
+        let input = Board::random(rng, size, density);
+        let target = rule.step_n(&input, steps);
+        for (i, (&a, &b)) in input.cells().iter().zip(target.cells()).enumerate() {
+            let bit = board * cells + i;
+            inputs[bit / 64] |= u64::from(a) << (bit % 64);
+            targets[bit / 64] |= u64::from(b) << (bit % 64);
         }
     }
 }
@@ -192,6 +241,44 @@ mod tests {
             both.inputs, reference.inputs,
             "reference_batch uses the TrainData stream"
         );
+    }
+
+    #[test]
+    fn bit_batches_are_the_batches_as_bits() {
+        for size in [3, 10, 65] {
+            let mut rng = stream_rng(8, RngStream::TrainData);
+            let batch = generate_batch(&mut rng, Rule::Conway, 2, size, 5, 0.5);
+            let mut rng = stream_rng(8, RngStream::TrainData);
+            let words = bit_words(5 * size * size);
+            let (mut inputs, mut targets) = (vec![7u64; words], vec![7u64; words]);
+            fill_batch_bits(
+                &mut rng,
+                Rule::Conway,
+                2,
+                size,
+                5,
+                0.5,
+                &mut inputs,
+                &mut targets,
+            );
+            for (bits, cells) in [(&inputs, &batch.inputs), (&targets, &batch.targets)] {
+                for (i, &cell) in cells.iter().enumerate() {
+                    assert_eq!(
+                        (bits[i / 64] >> (i % 64)) & 1,
+                        cell as u64,
+                        "size {size} cell {i}"
+                    );
+                }
+                let tail = cells.len() % 64;
+                if tail > 0 {
+                    assert_eq!(
+                        bits[words - 1] >> tail,
+                        0,
+                        "size {size}: bits past the last cell"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
