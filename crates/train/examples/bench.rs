@@ -9,7 +9,9 @@
 //!   of one training batch (board generation, forward pass, loss, backward pass, Adam step) at
 //!   batch size 128, 10x10 boards, sigmoid and LeakyReLU, per cell `STEPSxM_FACTOR`; each
 //!   repeat trains about `--seconds`; reports the minimum and median over repeats, the board
-//!   generation time alone, and GFLOP/s (the multiply-adds of the convolutions, 2 flops each).
+//!   generation time alone (`fill_batch_bits`, CPU time), the CPU time per batch (robust when
+//!   other processes share the cores), and GFLOP/s (the multiply-adds of the convolutions, 2
+//!   flops each, over the minimum wall time).
 //! - `first-batch [--cell 1x1]`: builds the network and trains one batch, then prints the
 //!   wall clock (ns since the epoch) so that the caller can subtract its own start time:
 //!   process start to first batch.
@@ -26,7 +28,7 @@ use std::time::Instant;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use candle_core::Device;
-use lifesweep_life::{fill_batch, stream_rng, RngStream};
+use lifesweep_life::{bit_words, fill_batch_bits, stream_rng, RngStream};
 use lifesweep_train::{
     evaluate, train, train_and_evaluate, train_and_evaluate_many, Activation, Network,
     TrainControl, TrainParams,
@@ -148,13 +150,13 @@ fn batch_mode(args: &Args) -> Result<(), Error> {
             cpu.push((thread_cpu_seconds() - cpu_started) * 1e3 / f64::from(batches));
         }
         let mut data = Vec::with_capacity(repeats);
-        let cells_per_batch = 128 * 100;
-        let (mut inputs, mut targets) = (vec![0f32; cells_per_batch], vec![0f32; cells_per_batch]);
+        let words = bit_words(128 * 100);
+        let (mut inputs, mut targets) = (vec![0u64; words], vec![0u64; words]);
         for _ in 0..repeats {
             let mut rng = stream_rng(1, RngStream::TrainData);
-            let started = Instant::now();
+            let started = thread_cpu_seconds();
             for _ in 0..batches {
-                fill_batch(
+                fill_batch_bits(
                     &mut rng,
                     p.rule,
                     steps,
@@ -165,7 +167,7 @@ fn batch_mode(args: &Args) -> Result<(), Error> {
                     &mut targets,
                 );
             }
-            data.push(started.elapsed().as_secs_f64() * 1e3 / f64::from(batches));
+            data.push((thread_cpu_seconds() - started) * 1e3 / f64::from(batches));
         }
         let min = times.iter().copied().fold(f64::INFINITY, f64::min);
         let med = median(&mut times);

@@ -19,6 +19,17 @@
 /// Cells per vector.
 pub const LANES: usize = 16;
 
+/// Vectors of a chunk of columns: 128 cells, so that the chunk's rows of the operands (up to
+/// 60 of them at m_factor 20, 30 KB) stay in the L1 cache.
+const CHUNK_VECTORS: usize = 1 << 20;
+
+/// The size of block `index` of `total` rows cut into `blocks` blocks as equal as can be
+/// (20 rows in 4 blocks of 5, not 6 + 6 + 6 + 2).
+#[inline(always)]
+fn balanced(total: usize, blocks: usize, index: usize) -> usize {
+    total / blocks + usize::from(index < total % blocks)
+}
+
 /// The largest block size at most `left` of the sizes compiled (`full` and the powers of
 /// two below it): keeps the number of compiled block shapes small.
 #[inline(always)]
@@ -355,9 +366,20 @@ pub trait WithSimd {
 /// What happens to each result vector of [`matmul`] before it is stored: `row` is the row of
 /// `Y`, `col` the first cell of the vector.
 pub trait Epilogue<S: Simd> {
+    /// Whether [`Epilogue::row_sum`] wants the sum of each row's results.
+    const ROW_SUMS: bool = false;
+
     /// # Safety
     /// `row` and `col..col + 16` lie inside the matrices the epilogue was built for.
     unsafe fn apply(&mut self, s: S, row: usize, col: usize, v: S::V) -> S::V;
+
+    /// Takes the lane-wise sum of results of row `row` (some of its vectors; called as many
+    /// times as it takes to cover the row).
+    ///
+    /// # Safety
+    /// `row` lies inside the matrices the epilogue was built for.
+    #[inline(always)]
+    unsafe fn row_sum(&mut self, _s: S, _row: usize, _sum: S::V) {}
 }
 
 /// Stores the product as it is.
@@ -399,7 +421,7 @@ impl<S: Simd> Epilogue<S> for BiasAct<'_> {
 
 /// Backward: `v * act'(pre)` with the derivative read off the layer's output `out` (same
 /// layout as `Y`; `out > 0` iff `pre > 0`), PyTorch's conventions at 0 (ReLU 0, LeakyReLU the
-/// slope); adds each result vector to the lane sums of its row (the bias gradient).
+/// slope); adds the results to the lane sums of their row (the bias gradient).
 pub struct ActGrad<'a> {
     pub out: *const f32,
     pub out_stride: usize,
@@ -409,9 +431,11 @@ pub struct ActGrad<'a> {
 }
 
 impl<S: Simd> Epilogue<S> for ActGrad<'_> {
+    const ROW_SUMS: bool = true;
+
     #[inline(always)]
     unsafe fn apply(&mut self, s: S, row: usize, col: usize, v: S::V) -> S::V {
-        let g = match self.act {
+        match self.act {
             SimpleAct::Identity => v,
             SimpleAct::Relu => {
                 let out = s.load(self.out.add(row * self.out_stride + col));
@@ -421,10 +445,13 @@ impl<S: Simd> Epilogue<S> for ActGrad<'_> {
                 let out = s.load(self.out.add(row * self.out_stride + col));
                 s.select_pos(out, v, s.mul(v, s.splat(slope)))
             }
-        };
-        let sum = self.sums.as_mut_ptr().add(row * LANES);
-        s.store(sum, s.add(s.load(sum), g));
-        g
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn row_sum(&mut self, s: S, row: usize, sum: S::V) {
+        let p = self.sums.as_mut_ptr().add(row * LANES);
+        s.store(p, s.add(s.load(p), sum));
     }
 }
 
@@ -541,28 +568,34 @@ fn matmul_impl<S: Simd, X: Rows<S>, E: Epilogue<S>>(
         "matmul: y too short"
     );
     let vectors = cols / LANES;
-    let mut r0 = 0;
-    while r0 < rows {
-        let rb = block_size(rows - r0, NN_ROWS);
-        let mut v0 = 0;
-        while v0 < vectors {
-            let vb = block_size(vectors - v0, NN_VECTORS);
-            // SAFETY: rows r0..r0 + rb <= rows and vectors v0..v0 + vb <= cols / LANES, inside
-            // the bounds checked above.
-            unsafe {
-                let args = NnArgs {
-                    a: a.as_ptr().add(r0 * k_len),
-                    k_len,
-                    v0,
-                    y: y.as_mut_ptr().add(r0 * ldy + v0 * LANES),
-                    ldy,
-                    row: r0,
-                };
-                nn_dispatch(s, rb, vb, &args, x, epilogue);
+    let row_blocks = rows.div_ceil(NN_ROWS);
+    // a chunk of columns at a time, so that its rows of `x` stay in the L1 cache while every
+    // block of rows reads them
+    for c0 in (0..vectors).step_by(CHUNK_VECTORS) {
+        let chunk_end = (c0 + CHUNK_VECTORS).min(vectors);
+        let mut r0 = 0;
+        for block in 0..row_blocks {
+            let rb = balanced(rows, row_blocks, block);
+            let mut v0 = c0;
+            while v0 < chunk_end {
+                let vb = block_size(chunk_end - v0, NN_VECTORS);
+                // SAFETY: rows r0..r0 + rb <= rows and vectors v0..v0 + vb <= cols / LANES,
+                // inside the bounds checked above.
+                unsafe {
+                    let args = NnArgs {
+                        a: a.as_ptr().add(r0 * k_len),
+                        k_len,
+                        v0,
+                        y: y.as_mut_ptr().add(r0 * ldy + v0 * LANES),
+                        ldy,
+                        row: r0,
+                    };
+                    nn_dispatch(s, rb, vb, &args, x, epilogue);
+                }
+                v0 += vb;
             }
-            v0 += vb;
+            r0 += rb;
         }
-        r0 += rb;
     }
 }
 
@@ -596,7 +629,7 @@ unsafe fn nn_dispatch<S: Simd, X: Rows<S>, E: Epilogue<S>>(
             }
         };
     }
-    block!(1 2 4 6);
+    block!(1 2 3 4 5 6);
 }
 
 #[inline(always)]
@@ -617,10 +650,17 @@ unsafe fn nn_block<S: Simd, X: Rows<S>, E: Epilogue<S>, const R: usize, const V:
         }
     }
     for (i, acc) in acc.iter().enumerate() {
+        let mut sum = s.zero();
         for (j, &v) in acc.iter().enumerate() {
             let col = (args.v0 + j) * LANES;
             let out = e.apply(s, args.row + i, col, v);
+            if E::ROW_SUMS {
+                sum = s.add(sum, out);
+            }
             s.store(args.y.add(i * args.ldy + j * LANES), out);
+        }
+        if E::ROW_SUMS {
+            e.row_sum(s, args.row + i, sum);
         }
     }
 }
@@ -676,28 +716,35 @@ fn matmul_nt_impl<S: Simd, X: Rows<S>>(
         lanes.len() >= ((rows - 1) * lane_stride + k_len) * LANES,
         "matmul_nt: lanes too short"
     );
-    let mut r0 = 0;
-    while r0 < rows {
-        let rb = block_size(rows - r0, NT_ROWS);
-        let mut k0 = 0;
-        while k0 < k_len {
-            let kb = block_size(k_len - k0, NT_COLS);
-            // SAFETY: rows r0..r0 + rb <= rows, columns k0..k0 + kb <= k_len, inside the
-            // bounds checked above.
-            unsafe {
-                let args = NtArgs {
-                    g: g.as_ptr().add(r0 * ldg),
-                    ldg,
-                    k0,
-                    vectors: cols / LANES,
-                    lanes: lanes.as_mut_ptr().add((r0 * lane_stride + k0) * LANES),
-                    lane_stride,
-                };
-                nt_dispatch(s, rb, kb, &args, x);
+    let vectors = cols / LANES;
+    let (row_blocks, k_blocks) = (rows.div_ceil(NT_ROWS), k_len.div_ceil(NT_COLS));
+    // a chunk of columns at a time, so that its rows of `g` and `x` stay in the L1 cache
+    for c0 in (0..vectors).step_by(CHUNK_VECTORS) {
+        let chunk_end = (c0 + CHUNK_VECTORS).min(vectors);
+        let mut r0 = 0;
+        for r_block in 0..row_blocks {
+            let rb = balanced(rows, row_blocks, r_block);
+            let mut k0 = 0;
+            for k_block in 0..k_blocks {
+                let kb = balanced(k_len, k_blocks, k_block);
+                // SAFETY: rows r0..r0 + rb <= rows, columns k0..k0 + kb <= k_len, vectors
+                // c0..chunk_end <= cols / LANES, inside the bounds checked above.
+                unsafe {
+                    let args = NtArgs {
+                        g: g.as_ptr().add(r0 * ldg),
+                        ldg,
+                        k0,
+                        v0: c0,
+                        v1: chunk_end,
+                        lanes: lanes.as_mut_ptr().add((r0 * lane_stride + k0) * LANES),
+                        lane_stride,
+                    };
+                    nt_dispatch(s, rb, kb, &args, x);
+                }
+                k0 += kb;
             }
-            k0 += kb;
+            r0 += rb;
         }
-        r0 += rb;
     }
 }
 
@@ -705,7 +752,9 @@ struct NtArgs {
     g: *const f32,
     ldg: usize,
     k0: usize,
-    vectors: usize,
+    /// The vectors `v0..v1` of every row.
+    v0: usize,
+    v1: usize,
     lanes: *mut f32,
     lane_stride: usize,
 }
@@ -717,7 +766,9 @@ unsafe fn nt_dispatch<S: Simd, X: Rows<S>>(s: S, rb: usize, kb: usize, args: &Nt
             match (rb, kb) {
                 $(
                     ($r, 6) => nt_block::<S, X, $r, 6>(s, args, x),
+                    ($r, 5) => nt_block::<S, X, $r, 5>(s, args, x),
                     ($r, 4) => nt_block::<S, X, $r, 4>(s, args, x),
+                    ($r, 3) => nt_block::<S, X, $r, 3>(s, args, x),
                     ($r, 2) => nt_block::<S, X, $r, 2>(s, args, x),
                     ($r, 1) => nt_block::<S, X, $r, 1>(s, args, x),
                 )*
@@ -725,7 +776,7 @@ unsafe fn nt_dispatch<S: Simd, X: Rows<S>>(s: S, rb: usize, kb: usize, args: &Nt
             }
         };
     }
-    block!(1 2 4);
+    block!(1 2 3 4);
 }
 
 #[inline(always)]
@@ -737,7 +788,7 @@ unsafe fn nt_block<S: Simd, X: Rows<S>, const R: usize, const K: usize>(
     let lane = |i: usize, k: usize| args.lanes.add((i * args.lane_stride + k) * LANES);
     let mut acc: [[S::V; K]; R] =
         std::array::from_fn(|i| std::array::from_fn(|k| s.load(lane(i, k))));
-    for v in 0..args.vectors {
+    for v in args.v0..args.v1 {
         let gs: [S::V; R] = std::array::from_fn(|i| s.load(args.g.add(i * args.ldg + v * LANES)));
         for k in 0..K {
             let x = x.load(s, args.k0 + k, v);
@@ -754,11 +805,12 @@ unsafe fn nt_block<S: Simd, X: Rows<S>, const R: usize, const K: usize>(
 }
 
 /// The sum of the 16 lanes of each entry, in a fixed order: `out[i] = sum_l lanes[i * 16 +
-/// l]`.
-pub fn reduce_lanes(lanes: &[f32], out: &mut [f32]) {
-    for (out, lanes) in out.iter_mut().zip(lanes.chunks_exact(LANES)) {
+/// l]`; leaves `lanes` zero for the next accumulation.
+pub fn reduce_lanes(lanes: &mut [f32], out: &mut [f32]) {
+    for (out, lanes) in out.iter_mut().zip(lanes.chunks_exact_mut(LANES)) {
         // pairwise, as a vector reduction would
-        let mut v: [f32; LANES] = lanes.try_into().unwrap_or([0.0; LANES]);
+        let mut v: [f32; LANES] = (&*lanes).try_into().unwrap_or([0.0; LANES]);
+        lanes.fill(0.0);
         let mut width = LANES / 2;
         while width > 0 {
             for i in 0..width {
@@ -821,7 +873,7 @@ mod tests {
             let g = values(rows * cols, 4);
             matmul_nt_lanes(s, &g, rows, cols, &xs, k_len, cols, &mut lanes, k_len + 1);
             let mut sums = vec![0f32; rows * (k_len + 1)];
-            reduce_lanes(&lanes, &mut sums);
+            reduce_lanes(&mut lanes, &mut sums);
             for r in 0..rows {
                 for k in 0..k_len {
                     let want: f64 = (0..cols)

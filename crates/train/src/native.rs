@@ -28,7 +28,7 @@
 //! same order), and Adam is candle's `AdamW` written out, so this path and the others train
 //! alike (the integration tests compare them).
 
-use lifesweep_life::fill_batch;
+use lifesweep_life::{bit_words, fill_batch_bits};
 use lifesweep_spec::TrainParams;
 use rand::RngCore;
 
@@ -274,9 +274,14 @@ impl Taps {
 pub struct Workspace {
     geo: Geometry,
     taps_geo: Taps,
-    /// One batch's boards and targets, boards one after the other.
+    /// One batch's boards (evaluation), boards one after the other.
     pub inputs: Vec<f32>,
-    pub targets: Vec<f32>,
+    /// One batch's boards and targets as bit streams (training; see
+    /// [`lifesweep_life::fill_batch_bits`]).
+    input_bits: Vec<u64>,
+    target_bits: Vec<u64>,
+    /// The targets of one tile.
+    ys: Vec<f32>,
     /// Block inputs (`xs[0]` the boards) and the network output, one channel, with margins.
     xs: Vec<Vec<f32>>,
     /// Hidden activations of every block but the last (training).
@@ -317,7 +322,9 @@ impl Workspace {
             geo,
             taps_geo: Taps::new(&geo),
             inputs: vec![0f32; geo.cells()],
-            targets: vec![0f32; geo.cells()],
+            input_bits: vec![0u64; bit_words(geo.cells())],
+            target_bits: vec![0u64; bit_words(geo.cells())],
+            ys: vec![0f32; tile],
             xs: (0..=shape.blocks)
                 .map(|_| vec![0f32; geo.x_len()])
                 .collect(),
@@ -354,6 +361,22 @@ impl Workspace {
         }
     }
 
+    /// Expands `input_bits` into the first block's input tiles.
+    #[inline(always)]
+    fn load_input_bits<S: Simd>(&mut self, s: S) {
+        let geo = self.geo;
+        for tile in 0..geo.tiles {
+            let start = tile * geo.x_tile_len() + geo.margin;
+            expand_bits(
+                s,
+                &self.input_bits,
+                tile * geo.tile_cells,
+                geo.cells_in(tile),
+                &mut self.xs[0][start..start + geo.stride],
+            );
+        }
+    }
+
     /// The network output of the last forward pass, boards one after the other.
     fn read_outputs(&self, blocks: usize, out: &mut [f32]) {
         let geo = self.geo;
@@ -363,6 +386,31 @@ impl Workspace {
             let to = tile * geo.tile_cells;
             out[to..to + cells].copy_from_slice(&self.xs[blocks][start..start + cells]);
         }
+    }
+}
+
+/// Writes bits `first..first + count` of the bit stream `bits` to `out` as 0.0 / 1.0, and
+/// zeros after them up to the end of `out` (a whole number of vectors).
+#[inline(always)]
+fn expand_bits<S: Simd>(s: S, bits: &[u64], first: usize, count: usize, out: &mut [f32]) {
+    const ONES: [f32; LANES] = [1.0; LANES];
+    assert!(out.len().is_multiple_of(LANES) && count <= out.len());
+    assert!(count == 0 || (first + count).div_ceil(64) <= bits.len());
+    for (v, chunk) in out.chunks_exact_mut(LANES).enumerate() {
+        let at = first + v * LANES;
+        let left = count.saturating_sub(v * LANES).min(LANES);
+        let mask = if left == 0 {
+            0
+        } else {
+            let (word, offset) = (at / 64, at % 64);
+            let mut window = bits[word] >> offset;
+            if offset + left > 64 {
+                window |= bits[word + 1] << (64 - offset);
+            }
+            (window & ((1u64 << left) - 1)) as u16
+        };
+        // SAFETY: ONES and the chunk hold 16 floats each.
+        unsafe { s.store(chunk.as_mut_ptr(), s.load_masked(ONES.as_ptr(), mask)) };
     }
 }
 
@@ -799,14 +847,18 @@ impl TileBlock<'_> {
                     sums,
                 };
                 assert!(out.len() >= stride && g3.len() >= stride);
+                let mut sum = s.zero();
                 for v in (0..stride).step_by(LANES) {
                     // SAFETY: v + LANES <= stride <= the lengths of g3 and out.
                     unsafe {
                         let p = g3.as_mut_ptr().add(v);
                         let g = epilogue.apply(s, 0, v, s.load(p));
+                        sum = s.add(sum, g);
                         s.store(p, g);
                     }
                 }
+                // SAFETY: row 0 of the one-row sums.
+                unsafe { epilogue.row_sum(s, 0, sum) };
             }
             None => self.act_grad_rows(2, &mut g3[..stride], &out[..stride], pre2, sums),
         }
@@ -982,9 +1034,11 @@ impl WithSimd for TrainStep<'_> {
         let per_block = shape.params_per_block();
         let per_t = shape.layout.transposed_count();
         let last = shape.blocks - 1;
+        ws.load_input_bits(s);
         let Workspace {
             taps_geo,
-            targets,
+            target_bits,
+            ys,
             xs,
             h1,
             h2,
@@ -1007,7 +1061,7 @@ impl WithSimd for TrainStep<'_> {
             grads: model_grads,
             ..
         } = model;
-        lanes.fill(0.0);
+        // `lanes` is zero: from its allocation, then from `reduce_lanes`
         let tile_block = |block: usize, tile: usize| TileBlock {
             shape,
             geo: &geo,
@@ -1048,9 +1102,9 @@ impl WithSimd for TrainStep<'_> {
                 let x = &x[tile * xt..(tile + 1) * xt];
                 let out = &mut y[tile * xt + margin..tile * xt + margin + stride];
                 tb.forward(s, x, s1, s2, out, pre_tile(pre, last, tile, rows, stride));
-                let first = tile * geo.tile_cells;
-                let targets = &targets[first..first + geo.cells_in(tile)];
-                loss_tile(out, targets, shape.logits, scale, g3, &mut loss_sums);
+                let cells = geo.cells_in(tile);
+                expand_bits(s, target_bits, tile * geo.tile_cells, cells, ys);
+                loss_tile(out, &ys[..cells], shape.logits, scale, g3, &mut loss_sums);
                 let gx = (last > 0).then(|| &mut grads[0][tile * xt..(tile + 1) * xt]);
                 let scratch = Scratch { dtaps, g1, g2, g3 };
                 let pre = read_only(pre_tile(pre, last, tile, rows, stride));
@@ -1232,17 +1286,16 @@ impl<R: RngCore> Trainer<R> {
         ws: &mut Workspace,
         kernels: Kernels,
     ) -> f64 {
-        fill_batch(
+        fill_batch_bits(
             &mut self.data_rng,
             batch.rule,
             batch.steps,
             batch.size,
             batch.count,
             batch.density,
-            &mut ws.inputs,
-            &mut ws.targets,
+            &mut ws.input_bits,
+            &mut ws.target_bits,
         );
-        ws.load_inputs();
         let geo = ws.geo;
         self.model.draw_noise(shape, &mut self.noise_rng, &geo);
         kernels.run(TrainStep {
@@ -1255,5 +1308,153 @@ impl<R: RngCore> Trainer<R> {
     /// One Adam step with the gradients of the last [`Trainer::forward_backward`].
     pub fn apply(&mut self, shape: &NetShape) {
         self.model.adam_step(shape, &self.adam);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+    use lifesweep_life::{generate_batch, stream_rng, RngStream, Rule};
+    use lifesweep_spec::{Activation, TrainParams};
+
+    use super::*;
+    use crate::network::{Formulation, Network, Pass};
+
+    /// Loss and gradients of one training step from candle's autograd (the Ops formulation).
+    fn candle_step(
+        net: &Network,
+        params: &TrainParams,
+        inputs: &[f32],
+        targets: &[f32],
+    ) -> (f32, Vec<f32>) {
+        let (count, size) = (params.batch_size as usize, params.board_size as usize);
+        let boards = Tensor::from_slice(inputs, (count, size, size), &Device::Cpu).unwrap();
+        let y = Tensor::from_slice(targets, count * size * size, &Device::Cpu).unwrap();
+        let mut noise = stream_rng(params.seed, RngStream::Dropout);
+        let out = net.forward(&boards, Pass::Train(&mut noise)).unwrap();
+        let loss = net.loss(&out, &y).unwrap();
+        let grads = loss.backward().unwrap();
+        let flat = net
+            .vars()
+            .iter()
+            .flat_map(|v| grads.get(v).unwrap().to_vec1::<f32>().unwrap())
+            .collect();
+        (loss.to_scalar::<f32>().unwrap(), flat)
+    }
+
+    /// The same step on the native path with the given kernels.
+    fn native_step(net: &Network, params: &TrainParams, kernels: Kernels) -> (f32, Vec<f32>) {
+        let shape = net.shape();
+        let batch = BatchSpec::of(params);
+        let mut ws = Workspace::new(&shape, batch.count, batch.size, true);
+        let mut trainer = Trainer::new(
+            &shape,
+            net.packed_params().unwrap(),
+            stream_rng(params.seed, RngStream::TrainData),
+            stream_rng(params.seed, RngStream::Dropout),
+            Adam {
+                lr: 1e-3,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+        );
+        let loss = trainer.forward_backward(&shape, &batch, &mut ws, kernels);
+        (loss as f32, trainer.model.grads().to_vec())
+    }
+
+    #[test]
+    fn gradients_match_candle_autograd_on_odd_geometries() {
+        let cases = [
+            // (steps, d_factor, m, activation, sigmoid, normalize, shift, batch, board)
+            (1, 1.0, 1, Activation::LeakyReLU, true, false, true, 16, 10),
+            (2, 1.0, 3, Activation::ReLU, false, false, true, 37, 7),
+            (2, 1.5, 7, Activation::LeakyReLU, true, false, true, 5, 13),
+            (1, 2.0, 2, Activation::RReLU, true, true, true, 9, 3),
+            (2, 1.0, 4, Activation::ELU, false, true, true, 11, 6),
+            (2, 1.0, 2, Activation::GELU, true, true, false, 20, 5),
+            (1, 1.0, 20, Activation::LeakyReLU, true, false, true, 3, 64),
+        ];
+        for (
+            steps,
+            d_factor,
+            m,
+            activation,
+            use_sigmoid,
+            normalize,
+            normalize_shift,
+            batch,
+            board,
+        ) in cases
+        {
+            let params = TrainParams {
+                steps,
+                d_factor,
+                m_factor: m,
+                activation,
+                use_sigmoid,
+                normalize,
+                normalize_shift,
+                batch_size: batch,
+                board_size: board,
+                rule: Rule::Conway,
+                seed: u64::from(batch),
+                ..TrainParams::default()
+            };
+            let label = format!("{activation} m {m} steps {steps} d {d_factor} normalize {normalize} batch {batch} board {board}");
+            let net = Network::new(&params, &Device::Cpu)
+                .unwrap()
+                .with_formulation(Formulation::Fused);
+            let mut rng = stream_rng(params.seed, RngStream::TrainData);
+            let data = generate_batch(
+                &mut rng,
+                params.rule,
+                steps,
+                board as usize,
+                batch as usize,
+                params.density,
+            );
+            let (loss, expected) = candle_step(&net, &params, &data.inputs, &data.targets);
+            let scale = expected.iter().fold(0f32, |a, g| a.max(g.abs())).max(1e-6);
+            for kernels in [Kernels::Portable, Kernels::Avx512] {
+                if !kernels.available() {
+                    continue;
+                }
+                let (native_loss, grads) = native_step(&net, &params, kernels);
+                assert!(
+                    (native_loss - loss).abs() <= 1e-5 * loss.abs().max(1.0),
+                    "{label} {kernels:?}: loss {native_loss} vs {loss}"
+                );
+                assert_eq!(grads.len(), expected.len());
+                for (i, (g, e)) in grads.iter().zip(&expected).enumerate() {
+                    assert!(
+                        (g - e).abs() <= 2e-5 * scale,
+                        "{label} {kernels:?}: gradient {i}: {g} vs {e} (scale {scale})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_are_whole_boards_and_whole_vectors_when_they_can_be() {
+        let g = Geometry::new(128, 10);
+        assert_eq!(
+            (g.boards_per_tile, g.tiles, g.tile_cells, g.stride),
+            (8, 16, 800, 800)
+        );
+        let g = Geometry::new(1000, 5);
+        assert_eq!((g.boards_per_tile, g.tile_cells, g.stride), (32, 800, 800));
+        assert_eq!(g.tiles, 32);
+        assert_eq!(g.cells_in(31), 8 * 25);
+        let g = Geometry::new(37, 7);
+        assert_eq!(g.tile_cells % 16, 0);
+        let g = Geometry::new(5, 13);
+        assert_eq!(
+            (g.boards_per_tile, g.tiles, g.tile_cells, g.stride),
+            (4, 2, 676, 688)
+        );
+        assert_eq!(g.cells_in(1), 169);
+        assert_eq!(Geometry::new(3, 64).margin, 80);
     }
 }
