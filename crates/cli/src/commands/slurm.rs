@@ -98,23 +98,27 @@ fn submit(args: SlurmSubmitArgs, quiet: bool) -> Result<ExitCode> {
                 spec.name, outcome.added, outcome.existing
             );
         }
-        if counts.queued == 0 {
+        // Running jobs count too: one whose worker vanished (a task killed outright) is claimed
+        // again once its lease runs out, so submitting again picks up what such a task left.
+        let unfinished = counts.unfinished();
+        if unfinished == 0 {
             if !quiet {
                 println!(
-                    "nothing queued ({} done, {} running, {} failed, {} cancelled); no job array submitted",
-                    counts.done, counts.running, counts.failed, counts.cancelled
+                    "nothing left to run ({} done, {} failed, {} cancelled); no job array submitted",
+                    counts.done, counts.failed, counts.cancelled
                 );
             }
             return Ok(ExitCode::SUCCESS);
         }
-        // No more workers than queued jobs: the others would only start and exit.
-        script.tasks = script.tasks.min(u32::try_from(counts.queued).unwrap_or(u32::MAX));
+        // No more workers than unfinished jobs: the others would only start and exit.
+        script.tasks = script
+            .tasks
+            .min(u32::try_from(unfinished).unwrap_or(u32::MAX));
         let job_id = run_sbatch(&sbatch, &script.render())?;
         if !quiet {
             println!(
-                "submitted job array {job_id}: {} workers for {} queued jobs ({})",
+                "submitted job array {job_id}: {} workers for {unfinished} unfinished jobs ({})",
                 script.tasks,
-                counts.queued,
                 script.job_name()
             );
             println!("watch it with: lifesweep slurm status {} --db '{shown}'", spec.name);

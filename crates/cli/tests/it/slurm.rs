@@ -376,7 +376,7 @@ fn a_cancelled_array_task_hands_its_job_back_and_every_job_runs_once() {
         .and_then(|rest| rest.split(':').next())
         .unwrap_or_else(|| panic!("no job array id in:\n{text}"))
         .to_string();
-    assert!(text.contains("2 workers for 6 queued jobs"), "{text}");
+    assert!(text.contains("2 workers for 6 unfinished jobs"), "{text}");
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
