@@ -70,7 +70,7 @@ first_batch() {
     for _ in 1 2 3; do
         local start end
         start=$(date +%s%N)
-        end=$("$@" | sed -n 's/.*"epoch_ns":\([0-9]*\).*/\1/p')
+        end=$("$@" | sed -n 's/.*"epoch_ns": *\([0-9]*\).*/\1/p')
         local ms=$(( (end - start) / 1000000 ))
         if [[ -z $best || $ms -lt $best ]]; then best=$ms; fi
     done
@@ -110,16 +110,55 @@ for i in 1 2 3; do
     if [[ -z $RUN_BEST || $ms -lt $RUN_BEST ]]; then RUN_BEST=$ms; fi
 done
 
+# the marginal cost of one more run in a sweep: 21 one-batch runs minus 1, per run
+sweep_ms() { # config, extra flags...
+    local config="$1"; shift
+    local best=""
+    for i in 1 2; do
+        local start ms
+        start=$(date +%s%N)
+        "$LIFESWEEP" --quiet run "$config" --db "$OUT/sweep$RANDOM$i.db" --workers 1 --format json \
+            "$@" > /dev/null
+        ms=$(( ($(date +%s%N) - start) / 1000000 ))
+        if [[ -z $best || $ms -lt $best ]]; then best=$ms; fi
+    done
+    echo "$best"
+}
+sed -e 's/name = "bench-one"/name = "bench-many"/' "$OUT/one.toml" > "$OUT/many.toml"
+printf '[grid]\nseed = { from = 1, to = 21 }\n' >> "$OUT/many.toml"
+MANY_MS=$(sweep_ms "$OUT/many.toml")
+
 if [[ $SKIP_FUSED == 0 ]]; then
     echo "fused seeds..." >&2
     "$BENCH" fused --cell 1x5 --k 8 --batches 2000 > "$OUT/fused.jsonl"
+    cat > "$OUT/fused.toml" <<'EOF'
+[sweep]
+name = "bench-fused"
+[grid]
+seed = { from = 1, to = 8 }
+[train]
+steps = 1
+m_factor = 5
+use_sigmoid = true
+activation = "LeakyReLU"
+batch_size = 128
+batches = 2000
+[eval]
+boards = 1000
+board_size = 5
+EOF
+    CLI_UNFUSED_MS=$(sweep_ms "$OUT/fused.toml" --fuse-seeds 1)
+    CLI_FUSED_MS=$(sweep_ms "$OUT/fused.toml" --fuse-seeds 8)
 else
     : > "$OUT/fused.jsonl"
+    CLI_UNFUSED_MS=""; CLI_FUSED_MS=""
 fi
 
-python3 - "$OUT" "$RUST_FIRST" "${TORCH_FIRST:-}" "$RUN_BEST" "$REPEATS" "$SECONDS_PER_REPEAT" <<'PY'
+python3 - "$OUT" "$RUST_FIRST" "${TORCH_FIRST:-}" "$RUN_BEST" "$REPEATS" "$SECONDS_PER_REPEAT" \
+    "$MANY_MS" "$CLI_UNFUSED_MS" "$CLI_FUSED_MS" <<'PY'
 import json, os, sys
-out, rust_first, torch_first, run_ms, repeats, seconds = sys.argv[1:7]
+out, rust_first, torch_first, run_ms, repeats, seconds, many_ms, unfused_ms, fused_ms = sys.argv[1:10]
+per_run = f"{(int(many_ms) - int(run_ms)) / 20:.1f}"
 def load(name):
     path = os.path.join(out, name)
     if not os.path.exists(path):
@@ -145,7 +184,8 @@ print("| | lifesweep | PyTorch |")
 print("|---|---|---|")
 print(f"| process start to end of first batch | {rust_first} ms | {torch_first + ' ms' if torch_first else '-'} |")
 print(f"| evaluation of 1000 5x5 boards | {re[0]['ms_min']:.2f} ms | {str(round(te[0]['ms_min'], 2)) + ' ms' if te else '-'} |")
-print(f"| whole `lifesweep run` of a one-job, one-batch sweep (new database, worker process, result written) | {run_ms} ms | |")
+print(f"| whole `lifesweep run` of a one-job, one-batch sweep (new database, scheduler, worker process, result written) | {run_ms} ms | |")
+print(f"| one more run in a sweep (claim, build, one batch, evaluation, result write): (21 one-batch runs ({many_ms} ms) - 1) / 20 | {per_run} ms | |")
 fused = load("fused.jsonl")
 if fused:
     f = fused[0]
@@ -154,4 +194,8 @@ if fused:
     print("|---|---|---|")
     print(f"| one after the other | {f['separate_s']:.2f} | {f['separate_runs_per_hour']:.0f} |")
     print(f"| fused (`train_and_evaluate_many`) | {f['fused_s']:.2f} | {f['fused_runs_per_hour']:.0f} |")
+    if unfused_ms and fused_ms:
+        k = f['k']
+        print(f"| `lifesweep run`, 1 worker, `--fuse-seeds 1` | {int(unfused_ms) / 1000:.2f} | {k * 3600 * 1000 / int(unfused_ms):.0f} |")
+        print(f"| `lifesweep run`, 1 worker, `--fuse-seeds {k}` | {int(fused_ms) / 1000:.2f} | {k * 3600 * 1000 / int(fused_ms):.0f} |")
 PY
