@@ -166,8 +166,8 @@ def load(name):
     return [json.loads(line) for line in open(path) if line.strip()]
 rust = {(r["steps"], r["m_factor"]): r for r in load("rust_batch.jsonl")}
 torch = {(r["steps"], r["m_factor"]): r for r in load("torch_batch.jsonl")}
-print(f"Per batch (batch 128, 10x10 boards, sigmoid + LeakyReLU, one thread; min / median of "
-      f"{repeats} repeats of ~{seconds} s, wall time; CPU time of the minimum run in brackets)\n")
+print(f"Per batch: batch 128, 10x10 boards, sigmoid + LeakyReLU, one thread; min / median of "
+      f"{repeats} repeats of ~{seconds} s, wall time; CPU time of the minimum run in brackets.\n")
 print("| steps | m_factor | lifesweep ms | PyTorch ms | PyTorch / lifesweep | lifesweep GFLOP/s | board generation |")
 print("|---|---|---|---|---|---|---|")
 for key in sorted(rust):
@@ -179,7 +179,7 @@ for key in sorted(rust):
     print(f"| {key[0]} | {key[1]} | {r['ms_min']:.3f} / {r['ms_median']:.3f} ({r['cpu_ms_min']:.3f}) "
           f"| {torch_text} | {ratio} | {r['gflops']:.1f} | {data} |")
 re, te = load("rust_eval.jsonl"), load("torch_eval.jsonl")
-print("\nFixed costs per run (best of 3; steps 1, m_factor 1)\n")
+print("\nFixed costs per run: best of 3; steps 1, m_factor 1.\n")
 print("| | lifesweep | PyTorch |")
 print("|---|---|---|")
 print(f"| process start to end of first batch | {rust_first} ms | {torch_first + ' ms' if torch_first else '-'} |")
@@ -189,7 +189,8 @@ print(f"| one more run in a sweep (claim, build, one batch, evaluation, result w
 fused = load("fused.jsonl")
 if fused:
     f = fused[0]
-    print(f"\nFused seeds (K = {f['k']}, steps {f['steps']}, m_factor {f['m_factor']}, {f['batches']} batches, in one process)\n")
+    print(f"\nFused seeds: K = {f['k']}, steps {f['steps']}, m_factor {f['m_factor']}, {f['batches']} batches; "
+          "the first two rows in one process, the others through the real CLI with one worker.\n")
     print("| | seconds for K runs | runs per hour |")
     print("|---|---|---|")
     print(f"| one after the other | {f['separate_s']:.2f} | {f['separate_runs_per_hour']:.0f} |")
