@@ -1,12 +1,14 @@
-//! The seed's network on candle: build it (random, presolved or from saved weights), train it
-//! on fresh random boards with Adam, and evaluate it on held-out boards.
+//! The seed's network: build it (random, presolved or from saved weights), train it on fresh
+//! random boards with Adam, and evaluate it on held-out boards. On the CPU a training step runs
+//! on the crate's own vector kernels ([`native`]); on other devices (CUDA) on candle's ops.
 //!
 //! One run is [`train_and_evaluate`]: it takes validated [`TrainParams`], a candle
 //! [`Device`](candle_core::Device) and a [`TrainControl`] (stop flag and progress callback),
-//! and returns the run's [`RunMetrics`] plus the named trained weights. Every random number (initial weights,
-//! training boards, dropout and RReLU noise, evaluation boards) comes from the seeded host
-//! streams of [`lifesweep_life::stream_rng`], so the same parameters on the CPU give
-//! bit-identical results (with one rayon thread, as the workers run).
+//! and returns the run's [`RunMetrics`] plus the named trained weights; K runs of one grid
+//! point are [`train_and_evaluate_many`]. Every random number (initial weights, training
+//! boards, dropout and RReLU noise, evaluation boards) comes from the seeded host streams of
+//! [`lifesweep_life::stream_rng`], so the same parameters on the same CPU give bit-identical
+//! results (the native path is single-threaded and sums in a fixed order).
 //!
 //! This crate deliberately does no file IO and no SQL, reads no environment variables and
 //! prints nothing (it logs through `tracing`): saving weights as safetensors, storing metrics
