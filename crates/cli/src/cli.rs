@@ -85,6 +85,24 @@ pub struct PoolArgs {
     /// Device for the workers: cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// GPUs for the workers, comma separated (e.g. cuda:0,cuda:1): --workers-per-device
+    /// workers on each, each worker seeing only its GPU (CUDA_VISIBLE_DEVICES).
+    #[arg(
+        long,
+        value_name = "cuda:N,...",
+        conflicts_with_all = ["device", "workers"]
+    )]
+    pub devices: Option<String>,
+    /// Worker processes per GPU of --devices.
+    #[arg(
+        long,
+        value_name = "K",
+        requires = "devices",
+        value_parser = clap::value_parser!(u32).range(1..=64)
+    )]
+    pub workers_per_device: Option<u32>,
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// Seconds between lease renewals of a job in hand; a lease lasts three of these.
     #[arg(long, default_value_t = 10.0)]
     pub heartbeat: f64,
@@ -95,6 +113,15 @@ pub struct PoolArgs {
     /// sweep file's `[sweep] fuse_seeds`, else 1).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub fuse_seeds: Option<u32>,
+}
+
+/// Where the workers write the weights of `save_weights` runs.
+#[derive(Debug, Args)]
+pub struct WeightsArgs {
+    /// Directory for the weights of `save_weights` runs (default for an SQLite database:
+    /// DB_STEM.weights/ beside it; a PostgreSQL database needs this when a job saves weights).
+    #[arg(long, env = "LIFESWEEP_WEIGHTS_DIR", value_name = "DIR")]
+    pub weights_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +183,13 @@ pub struct WorkArgs {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// The device recorded with each run, when it differs from --device: a scheduler that
+    /// shows a worker only its GPU (CUDA_VISIBLE_DEVICES) passes --device cuda:0 and the GPU's
+    /// own name here.
+    #[arg(long, hide = true)]
+    pub device_label: Option<String>,
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// This worker's id (default: host:pid).
     #[arg(long)]
     pub worker_id: Option<String>,
@@ -358,6 +392,8 @@ pub struct SlurmSubmitArgs {
     /// Seconds between the workers' lease renewals; a lease lasts three of these.
     #[arg(long, default_value_t = 10.0)]
     pub heartbeat: f64,
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// Attempts per job before it is marked failed.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
