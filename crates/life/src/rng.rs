@@ -12,6 +12,8 @@ pub enum RngStream {
     Eval,
     /// Free for tools (walk directions and the like).
     Aux,
+    /// The boards a loss walk scores every point on.
+    WalkBoards,
 }
 
 impl RngStream {
@@ -22,6 +24,7 @@ impl RngStream {
             RngStream::Dropout => 3,
             RngStream::Eval => 4,
             RngStream::Aux => 5,
+            RngStream::WalkBoards => 6,
         }
     }
 }

@@ -16,7 +16,8 @@
 //!
 //! Reading order: [`network`] (architecture, initialisation, presolve and the three
 //! formulations of the forward pass), [`native`] (the fast CPU path: a whole training step on
-//! host buffers) and its [`kernels`], [`loss`], [`mod@train`] (the loop) and [`mod@eval`].
+//! host buffers) and its [`kernels`], [`loss`], [`mod@train`] (the loop), [`mod@eval`] and
+//! [`mod@walk`] (loss walks between a trained network and the solution).
 
 mod batched;
 pub mod eval;
@@ -27,11 +28,13 @@ mod math;
 pub mod native;
 pub mod network;
 pub mod train;
+pub mod walk;
 
 pub use eval::{evaluate, EvalResult};
 pub use many::{train_and_evaluate_many, train_and_evaluate_many_with, MAX_FUSED_RUNS};
 pub use network::{presolved_network, Formulation, Network, Pass};
 pub use train::{train, train_and_evaluate, TrainControl, TrainOutcome};
+pub use walk::{walk, Walk, WalkOptions, WalkPoint, WalkTarget};
 
 pub use lifesweep_spec::{Activation, LossPoint, RunMetrics, TrainParams};
 

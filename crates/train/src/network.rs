@@ -360,6 +360,11 @@ impl Network {
         Ok(out)
     }
 
+    /// Where each weight lies in a block's packed parameters.
+    pub(crate) fn layout(&self) -> BlockLayout {
+        self.layout
+    }
+
     /// What the native path needs to know of the network.
     pub(crate) fn shape(&self) -> NetShape {
         let acts = |train: bool| {

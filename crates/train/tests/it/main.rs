@@ -9,6 +9,7 @@ mod formulations;
 mod many;
 mod presolve;
 mod training;
+mod walk;
 
 use lifesweep_train::{Activation, TrainParams};
 
