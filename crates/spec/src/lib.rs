@@ -7,9 +7,11 @@
 
 mod config;
 mod params;
+mod walk;
 
 pub use config::{group_keys_for, Axis, JobSpec, SweepSpec};
 pub use params::{Activation, LossPoint, RunMetrics, TrainParams, EVAL_KEYS, TRAIN_KEYS};
+pub use walk::{WalkKind, WalkSpec};
 
 use sha2::{Digest, Sha256};
 

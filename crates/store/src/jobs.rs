@@ -71,6 +71,7 @@ struct ClaimRow {
     job_key: String,
     params_json: String,
     attempts: i64,
+    walk_json: Option<String>,
 }
 
 /// A row of `workers`.
@@ -127,7 +128,7 @@ fn claim_sql_sqlite(one_sweep: bool) -> String {
                AND (j.state = 'queued' OR (j.state = 'running' AND j.lease_expires_at < (SELECT t FROM now)))
                AND j.attempts < j.max_attempts
              ORDER BY j.id LIMIT $3)
-         RETURNING id, sweep_id, job_key, params_json, attempts"
+         RETURNING id, sweep_id, job_key, params_json, attempts, walk_json"
     )
 }
 
@@ -169,7 +170,8 @@ fn claim_sql_postgres(one_sweep: bool) -> String {
              claimed_at = {now},
              updated_at = {now}
          FROM picked WHERE jobs.id = picked.id
-         RETURNING jobs.id, jobs.sweep_id, jobs.job_key, jobs.params_json, jobs.attempts"
+         RETURNING jobs.id, jobs.sweep_id, jobs.job_key, jobs.params_json, jobs.attempts,
+                   jobs.walk_json"
     )
 }
 
@@ -224,6 +226,11 @@ impl Store {
                 key: JobKey(row.job_key),
                 params: parse_params(&row.params_json, row.id)?,
                 attempt: row.attempts as u32,
+                walk: row
+                    .walk_json
+                    .as_deref()
+                    .map(|json| crate::walks::parse_walk(json, row.id))
+                    .transpose()?,
             });
         }
         claimed.sort_by_key(|job| job.job_id);

@@ -21,15 +21,17 @@ mod open;
 mod postgres;
 mod runs;
 mod sweeps;
+mod walks;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lifesweep_spec::{JobKey, RunMetrics, TrainParams};
+use lifesweep_spec::{JobKey, RunMetrics, TrainParams, WalkSpec};
 use sqlx::{PgPool, SqlitePool};
 
 pub use open::{schema_version, APPLICATION_ID};
+pub use walks::{StoredWalk, WalkPointRecord, WalkRequest};
 
 /// What went wrong in the store. Each variant is something a caller can act on; messages say
 /// what, where and what to do.
@@ -157,6 +159,9 @@ pub struct ClaimedJob {
     pub params: TrainParams,
     /// 1 for the first claim; pass it back to `complete_job`, `fail_job` and `release_job`.
     pub attempt: u32,
+    /// A loss walk of a finished run (finish it with [`Store::complete_walk`]); `None` for a
+    /// training run. `params` are then the walked run's.
+    pub walk: Option<WalkSpec>,
 }
 
 /// What a finished run hands to [`Store::complete_job`].

@@ -56,7 +56,7 @@ impl Store {
              FROM jobs AS j
              JOIN sweeps AS s ON s.id = j.sweep_id
              LEFT JOIN results AS r ON r.job_id = j.id
-             WHERE {}
+             WHERE j.kind = 'train' AND {}
              ORDER BY j.id",
             sweep_condition("j.sweep_id", sweep_id)
         );

@@ -8,6 +8,7 @@ mod open;
 mod postgres;
 mod processes;
 mod submit;
+mod walks;
 
 use std::path::{Path, PathBuf};
 

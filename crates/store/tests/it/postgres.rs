@@ -23,7 +23,7 @@ async fn open_existing_refuses_a_missing_database_and_creates_nothing() {
 
     // An empty database is no lifesweep database either, and stays empty.
     db.open().await.close().await;
-    db.execute("DROP VIEW runs; DROP TABLE results, workers, jobs, sweeps, _sqlx_migrations, lifesweep_database; DROP FUNCTION results_mark_job_done")
+    db.execute("DROP VIEW runs, walks; DROP TABLE walk_points, results, workers, jobs, sweeps, _sqlx_migrations, lifesweep_database; DROP FUNCTION results_mark_job_done")
         .await;
     let err = Store::open_existing(&db.target).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
@@ -36,7 +36,7 @@ async fn refuses_a_database_of_another_application_without_touching_it() {
     // Create the database through the store, then make it someone else's.
     db.open().await.close().await;
     db.execute(
-        "DROP VIEW runs; DROP TABLE results, workers, jobs, sweeps, _sqlx_migrations, lifesweep_database;
+        "DROP VIEW runs, walks; DROP TABLE walk_points, results, workers, jobs, sweeps, _sqlx_migrations, lifesweep_database;
          DROP FUNCTION results_mark_job_done;
          CREATE TABLE notes (text text); INSERT INTO notes VALUES ('keep me')",
     )
