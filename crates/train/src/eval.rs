@@ -32,6 +32,7 @@ pub fn evaluate(
     device: &Device,
 ) -> Result<EvalResult, TrainError> {
     check_params(params)?;
+    let _flush = crate::fpu::FlushSubnormals::new();
     let size = params.eval_board_size as usize;
     let count = params.eval_boards as usize;
     let cells = size * size;

@@ -21,6 +21,7 @@
 
 mod batched;
 pub mod eval;
+pub mod fpu;
 pub mod kernels;
 pub mod loss;
 mod many;

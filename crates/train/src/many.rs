@@ -59,6 +59,7 @@ pub fn train_and_evaluate_many_with(
     control: &TrainControl,
     formulation: Formulation,
 ) -> Vec<Result<TrainOutcome, TrainError>> {
+    let _flush = crate::fpu::FlushSubnormals::new();
     if let Err((key, message)) = check_group(params) {
         return params
             .iter()

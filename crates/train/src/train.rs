@@ -8,6 +8,7 @@ use lifesweep_life::{generate_batch, stream_rng, RngStream};
 use lifesweep_spec::{LossPoint, RunMetrics, TrainParams};
 
 use crate::eval::evaluate;
+use crate::fpu::FlushSubnormals;
 use crate::kernels::Kernels;
 use crate::native::{Adam, BatchSpec, Trainer, Workspace};
 use crate::network::{check_params, Formulation, Network, Pass};
@@ -59,6 +60,7 @@ pub fn train_and_evaluate(
     control: &TrainControl,
 ) -> Result<TrainOutcome, TrainError> {
     check_params(params)?;
+    let _flush = FlushSubnormals::new();
     let started = Instant::now();
     let net = Network::new(params, device)?;
     let loss_curve = train(&net, params, control)?;
@@ -122,6 +124,7 @@ pub fn train(
     control: &TrainControl,
 ) -> Result<Vec<LossPoint>, TrainError> {
     check_params(params)?;
+    let _flush = FlushSubnormals::new();
     if net.formulation() == Formulation::Fused && net.device().is_cpu() {
         return train_native(net, params, control);
     }

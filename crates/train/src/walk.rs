@@ -141,6 +141,7 @@ pub fn walk(
 ) -> Result<Walk, TrainError> {
     check_params(params)?;
     options.validate()?;
+    let _flush = crate::fpu::FlushSubnormals::new();
     let device = Device::Cpu;
     let net = Network::from_weights(params, &device, trained)?;
     let layout = net.layout();
