@@ -59,16 +59,57 @@ pub async fn open_existing_store(db: &str) -> Result<Store> {
     Ok(Store::open_existing(db).await?)
 }
 
-/// Where `save_weights` runs keep their weights: `<dir of db>/<db stem>.weights/`.
-pub fn weights_dir(db: &str) -> PathBuf {
-    let path = Path::new(db.strip_prefix("sqlite://").unwrap_or(db));
-    let path = Path::new(
-        path.to_str()
-            .unwrap_or("lifesweep.db")
-            .split('?')
-            .next()
-            .unwrap_or("lifesweep.db"),
-    );
+/// Whether `db` names a PostgreSQL database rather than an SQLite file.
+pub fn is_postgres(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// Where the workers put the weights of `save_weights` runs, as an absolute path (workers may
+/// run in another directory): `--weights-dir` (or `LIFESWEEP_WEIGHTS_DIR`), else for an
+/// SQLite database `<dir of db>/<db stem>.weights/`. A PostgreSQL database has no directory of
+/// its own: without `--weights-dir` this is `None` when no job that may still run saves weights
+/// (`saves_weights`), and an error naming the flag when one does, rather than a relative
+/// folder on whichever host a worker runs.
+pub fn weights_dir(
+    db: &str,
+    given: Option<&Path>,
+    saves_weights: bool,
+    sweep: Option<&str>,
+) -> Result<Option<PathBuf>> {
+    let dir = match given {
+        Some(dir) if dir.as_os_str().is_empty() => {
+            bail!("--weights-dir: expected a directory, got an empty path")
+        }
+        Some(dir) => dir.to_path_buf(),
+        None if is_postgres(db) => {
+            if saves_weights {
+                let what = match sweep {
+                    Some(sweep) => format!("sweep {sweep} has jobs that save"),
+                    None => "a sweep in the database has jobs that save".to_string(),
+                };
+                bail!(
+                    "--weights-dir: {what} their weights (save_weights = true), and a PostgreSQL \
+                     database has no directory beside it to put them in; pass --weights-dir DIR \
+                     (or set LIFESWEEP_WEIGHTS_DIR), a directory every worker can reach"
+                );
+            }
+            return Ok(None);
+        }
+        None => sqlite_weights_dir(db),
+    };
+    let absolute = std::path::absolute(&dir).with_context(|| {
+        format!(
+            "--weights-dir {}: cannot make the path absolute",
+            dir.display()
+        )
+    })?;
+    Ok(Some(absolute))
+}
+
+/// `<dir of db>/<db stem>.weights`, for an SQLite path or `sqlite://` URL.
+fn sqlite_weights_dir(db: &str) -> PathBuf {
+    let path = db.strip_prefix("sqlite://").unwrap_or(db);
+    let path = Path::new(path.split('?').next().unwrap_or("lifesweep.db"));
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
@@ -110,4 +151,47 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_weights_go_beside_the_database_as_an_absolute_path() {
+        let cwd = std::env::current_dir().unwrap();
+        let dir = weights_dir("runs/grid.db", None, true, Some("grid")).unwrap();
+        assert_eq!(dir, Some(cwd.join("runs/grid.weights")));
+        let dir = weights_dir("sqlite://grid.db?mode=rwc", None, false, None).unwrap();
+        assert_eq!(dir, Some(cwd.join("grid.weights")));
+        let dir = weights_dir("/data/x.db", None, false, None).unwrap();
+        assert_eq!(dir, Some(PathBuf::from("/data/x.weights")));
+    }
+
+    #[test]
+    fn a_given_directory_wins_and_is_made_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        for db in ["grid.db", "postgres://me@db/sweeps"] {
+            let dir = weights_dir(db, Some(Path::new("w")), true, Some("grid")).unwrap();
+            assert_eq!(dir, Some(cwd.join("w")), "{db}");
+        }
+        let err = weights_dir("grid.db", Some(Path::new("")), false, None).unwrap_err();
+        assert!(err.to_string().contains("--weights-dir"), "{err}");
+    }
+
+    #[test]
+    fn postgres_needs_a_directory_only_for_jobs_that_save_weights() {
+        let db = "postgresql://me@db/sweeps";
+        assert_eq!(weights_dir(db, None, false, Some("grid")).unwrap(), None);
+        let err = weights_dir(db, None, true, Some("grid"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--weights-dir")
+                && err.contains("sweep grid")
+                && err.contains("save_weights = true")
+                && err.contains("LIFESWEEP_WEIGHTS_DIR"),
+            "{err}"
+        );
+    }
 }

@@ -58,7 +58,7 @@ pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rsplit_once(") ")
-            .map_or(true, |(_, rest)| !rest.starts_with('Z')),
+            .is_none_or(|(_, rest)| !rest.starts_with('Z')),
         Err(_) => true,
     }
 }

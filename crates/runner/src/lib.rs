@@ -12,7 +12,7 @@ mod host;
 mod scheduler;
 mod worker;
 
-pub use device::{parse_device, DeviceSpec};
+pub use device::{gpu_placements, parse_device, parse_device_list, DeviceSpec, Placement};
 pub use host::{hostname, pid_alive, requeue_dead_local_workers};
 pub use scheduler::{run_scheduler, SchedulerConfig, SchedulerOutcome};
 pub use worker::{run_worker, WorkerConfig, WorkerSummary};
@@ -27,6 +27,11 @@ pub enum RunnerError {
     Device { spec: String, message: String },
     #[error("could not start worker process {exe}: {source}")]
     Spawn { exe: String, source: std::io::Error },
+    #[error(
+        "job {key} of sweep {sweep} saves its weights (save_weights = true) but this worker has \
+         no weights directory (--weights-dir); the job went back to the queue"
+    )]
+    NoWeightsDir { sweep: String, key: String },
     #[error("writing weights to {path}: {source}")]
     Weights {
         path: String,

@@ -1,6 +1,7 @@
 //! The scheduler of one host: starts worker processes, watches them, replaces those that die,
 //! and stops them on request.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +12,7 @@ use lifesweep_store::{JobCounts, Store};
 use tokio::process::{Child, Command};
 use tracing::{info, warn};
 
-use crate::{DeviceSpec, RunnerError};
+use crate::{Placement, RunnerError};
 
 /// How the scheduler runs a sweep.
 #[derive(Debug, Clone)]
@@ -21,9 +22,11 @@ pub struct SchedulerConfig {
     /// The database, as given to the workers' `--db`.
     pub db: String,
     pub sweep: String,
-    /// Worker processes to keep running.
-    pub workers: usize,
-    pub device: DeviceSpec,
+    /// The worker processes to keep running, one placement each (its device and environment).
+    pub placements: Vec<Placement>,
+    /// Where the workers write the weights of `save_weights` runs (`None`: they refuse such
+    /// jobs).
+    pub weights_dir: Option<PathBuf>,
     pub heartbeat: Duration,
     /// How often the scheduler looks at workers and the queue.
     pub poll_interval: Duration,
@@ -47,7 +50,27 @@ pub struct SchedulerOutcome {
 
 struct Worker {
     id: String,
+    /// Its index in `SchedulerConfig::placements`.
+    slot: usize,
     child: Child,
+}
+
+impl SchedulerConfig {
+    /// Worker processes to keep running.
+    pub fn workers(&self) -> usize {
+        self.placements.len()
+    }
+}
+
+/// The placement slot for the next worker: the slot of a worker that died (its replacement
+/// keeps its device), else the first slot no live worker holds. `None` when all are held.
+fn free_slot(slots: usize, live: &[usize], vacated: &mut Vec<usize>) -> Option<usize> {
+    while let Some(slot) = vacated.pop() {
+        if slot < slots && !live.contains(&slot) {
+            return Some(slot);
+        }
+    }
+    (0..slots).find(|slot| !live.contains(slot))
 }
 
 /// Runs `config.sweep` to the end with `config.workers` worker processes. `stop` asks for a
@@ -61,18 +84,20 @@ pub async fn run_scheduler(
 ) -> Result<SchedulerOutcome, RunnerError> {
     let mut workers: Vec<Worker> = Vec::new();
     let mut next_index = 0usize;
+    // Slots of workers that died, whose replacements take them first.
+    let mut vacated: Vec<usize> = Vec::new();
     let mut workers_lost = 0u32;
     let mut idle_restarts = 0u32;
-    let max_lost = 3 * config.workers as u32 + 5;
+    let max_lost = 3 * config.workers() as u32 + 5;
     let mut stop_deadline: Option<Instant> = None;
     let mut last_sweeper = Instant::now();
     let host = crate::hostname();
 
     let counts = store.job_counts(Some(&config.sweep)).await?;
     on_progress(&counts);
-    let initial = counts.queued.min(config.workers as u64) as usize;
+    let initial = counts.queued.min(config.workers() as u64) as usize;
     for _ in 0..initial.max(1) {
-        workers.push(spawn_worker(config, &host, &mut next_index)?);
+        spawn_into(config, &host, &mut next_index, &mut workers, &mut vacated)?;
     }
 
     loop {
@@ -106,11 +131,13 @@ pub async fn run_scheduler(
                             warn!(worker = %worker.id, %status, "worker process died; its job goes back to the queue");
                         }
                         dead_ids.push(worker.id.clone());
+                        vacated.push(worker.slot);
                     }
                 }
                 Err(e) => {
                     warn!(worker = %worker.id, "could not wait for worker: {e}");
                     dead_ids.push(worker.id.clone());
+                    vacated.push(worker.slot);
                 }
             }
         }
@@ -143,10 +170,10 @@ pub async fn run_scheduler(
                 )));
             }
             let live = workers.len() as u64;
-            if counts.queued > 0 && live < config.workers as u64 {
-                let wanted = (config.workers as u64 - live).min(counts.queued);
+            if counts.queued > 0 && live < config.workers() as u64 {
+                let wanted = (config.workers() as u64 - live).min(counts.queued);
                 for _ in 0..wanted {
-                    workers.push(spawn_worker(config, &host, &mut next_index)?);
+                    spawn_into(config, &host, &mut next_index, &mut workers, &mut vacated)?;
                 }
                 if live == 0 {
                     idle_restarts += 1;
@@ -156,7 +183,7 @@ pub async fn run_scheduler(
                 // once in a while start a worker to pick up any whose lease has run out.
                 if last_sweeper.elapsed() >= config.heartbeat {
                     last_sweeper = Instant::now();
-                    workers.push(spawn_worker(config, &host, &mut next_index)?);
+                    spawn_into(config, &host, &mut next_index, &mut workers, &mut vacated)?;
                 }
             } else if workers.is_empty() && counts.queued == 0 && counts.running == 0 {
                 return Ok(SchedulerOutcome {
@@ -203,35 +230,23 @@ fn signal(child: &Child, signal: libc::c_int) {
     }
 }
 
-fn spawn_worker(
+/// Starts a worker in a free placement slot and adds it to `workers` (nothing when every slot
+/// is held).
+fn spawn_into(
     config: &SchedulerConfig,
     host: &str,
     next_index: &mut usize,
-) -> Result<Worker, RunnerError> {
+    workers: &mut Vec<Worker>,
+    vacated: &mut Vec<usize>,
+) -> Result<(), RunnerError> {
+    let live: Vec<usize> = workers.iter().map(|w| w.slot).collect();
+    let Some(slot) = free_slot(config.workers(), &live, vacated) else {
+        return Ok(());
+    };
     let index = *next_index;
     *next_index += 1;
     let id = format!("{host}:{}:w{index}", std::process::id());
-    let mut command = Command::new(&config.exe);
-    command
-        .arg("work")
-        .arg("--db")
-        .arg(&config.db)
-        .arg("--sweep")
-        .arg(&config.sweep)
-        .arg("--device")
-        .arg(config.device.label())
-        .arg("--worker-id")
-        .arg(&id)
-        .arg("--heartbeat")
-        .arg(format!("{}", config.heartbeat.as_secs_f64()))
-        .arg("--exit-when-idle")
-        .arg("--fuse-seeds")
-        .arg(config.fuse_seeds.to_string())
-        .args(&config.worker_args)
-        // One compute thread per worker process: several processes scale better than threads.
-        .env("RAYON_NUM_THREADS", "1")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(false);
+    let mut command = worker_command(config, &config.placements[slot], &id);
     // SAFETY: prctl is async-signal-safe; it asks the kernel to send SIGTERM to the worker when
     // the scheduler dies, so a killed scheduler's workers hand back their jobs and exit.
     unsafe {
@@ -240,10 +255,162 @@ fn spawn_worker(
             Ok(())
         });
     }
-    let child = command.spawn().map_err(|source| RunnerError::Spawn {
-        exe: config.exe.display().to_string(),
-        source,
-    })?;
-    info!(worker = %id, pid = child.id(), "worker started");
-    Ok(Worker { id, child })
+    let child = Command::from(command)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|source| RunnerError::Spawn {
+            exe: config.exe.display().to_string(),
+            source,
+        })?;
+    info!(worker = %id, pid = child.id(), device = %config.placements[slot].device.label(), "worker started");
+    workers.push(Worker { id, slot, child });
+    Ok(())
+}
+
+/// The `lifesweep work` command of one worker: its device (and `CUDA_VISIBLE_DEVICES` when it
+/// sees only its GPU), the sweep, its id and the scheduler's settings.
+fn worker_command(
+    config: &SchedulerConfig,
+    placement: &Placement,
+    id: &str,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(&config.exe);
+    command
+        .arg("work")
+        .arg("--db")
+        .arg(&config.db)
+        .arg("--sweep")
+        .arg(&config.sweep)
+        .arg("--device")
+        .arg(placement.worker_device.label())
+        .arg("--device-label")
+        .arg(placement.device.label())
+        .arg("--worker-id")
+        .arg(id)
+        .arg("--heartbeat")
+        .arg(format!("{}", config.heartbeat.as_secs_f64()))
+        .arg("--exit-when-idle")
+        .arg("--fuse-seeds")
+        .arg(config.fuse_seeds.to_string());
+    if let Some(dir) = &config.weights_dir {
+        command.arg("--weights-dir").arg(dir);
+    }
+    command
+        .args(&config.worker_args)
+        // One compute thread per worker process: several processes scale better than threads.
+        .env("RAYON_NUM_THREADS", "1")
+        .stdin(std::process::Stdio::null());
+    if let Some(visible) = &placement.visible_devices {
+        command.env("CUDA_VISIBLE_DEVICES", visible);
+    }
+    command
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::ffi::OsStr;
+
+    use super::*;
+    use crate::{gpu_placements, DeviceSpec};
+
+    fn config(placements: Vec<Placement>) -> SchedulerConfig {
+        SchedulerConfig {
+            exe: PathBuf::from("/bin/lifesweep"),
+            db: "sweeps.db".into(),
+            sweep: "grid".into(),
+            placements,
+            weights_dir: Some(PathBuf::from("/data/weights")),
+            heartbeat: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(250),
+            grace: Duration::from_secs(30),
+            fuse_seeds: 1,
+            worker_args: vec!["-v".into()],
+        }
+    }
+
+    fn args(command: &std::process::Command) -> Vec<String> {
+        command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The value after `flag` in `args`.
+    fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+        let at = args.iter().position(|a| a == flag)?;
+        args.get(at + 1).map(String::as_str)
+    }
+
+    fn env(command: &std::process::Command) -> BTreeMap<String, Option<String>> {
+        command
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_gpu_worker_sees_only_its_gpu_and_records_its_real_name() {
+        let placements =
+            gpu_placements(&[DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)], 2, None).unwrap();
+        let config = config(placements);
+        let command = worker_command(&config, &config.placements[1], "host:1:w1");
+        let args = args(&command);
+        assert_eq!(command.get_program(), OsStr::new("/bin/lifesweep"));
+        assert_eq!(args[0], "work");
+        assert_eq!(flag(&args, "--device"), Some("cuda:0"), "{args:?}");
+        assert_eq!(flag(&args, "--device-label"), Some("cuda:1"), "{args:?}");
+        assert_eq!(flag(&args, "--worker-id"), Some("host:1:w1"));
+        assert_eq!(flag(&args, "--weights-dir"), Some("/data/weights"));
+        assert_eq!(flag(&args, "--sweep"), Some("grid"));
+        assert!(args.contains(&"--exit-when-idle".to_string()));
+        assert!(args.contains(&"-v".to_string()));
+        let env = env(&command);
+        assert_eq!(env["CUDA_VISIBLE_DEVICES"].as_deref(), Some("1"));
+        assert_eq!(env["RAYON_NUM_THREADS"].as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_worker_of_device_and_workers_keeps_the_environment() {
+        let config = config(vec![Placement::shared(DeviceSpec::Cpu)]);
+        let command = worker_command(&config, &config.placements[0], "host:1:w0");
+        let cpu_args = args(&command);
+        assert_eq!(flag(&cpu_args, "--device"), Some("cpu"));
+        assert_eq!(flag(&cpu_args, "--device-label"), Some("cpu"));
+        assert!(!env(&command).contains_key("CUDA_VISIBLE_DEVICES"));
+
+        let mut config = config;
+        config.weights_dir = None;
+        let command = worker_command(&config, &config.placements[0], "host:1:w0");
+        assert_eq!(flag(&args(&command), "--weights-dir"), None);
+    }
+
+    #[test]
+    fn a_replacement_takes_the_slot_and_so_the_gpu_of_the_worker_that_died() {
+        // Two GPUs, two workers each: slots 0 and 2 are cuda:0, slots 1 and 3 cuda:1.
+        let placements =
+            gpu_placements(&[DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)], 2, None).unwrap();
+        let mut vacated = Vec::new();
+        let mut live = Vec::new();
+        for _ in 0..4 {
+            live.push(free_slot(4, &live, &mut vacated).unwrap());
+        }
+        assert_eq!(live, [0, 1, 2, 3]);
+        assert_eq!(free_slot(4, &live, &mut vacated), None, "all slots held");
+
+        // Slot 0 ended cleanly (queue empty for a while), then the worker of slot 3 died.
+        live.retain(|&s| s != 0 && s != 3);
+        vacated.push(3);
+        let slot = free_slot(4, &live, &mut vacated).unwrap();
+        assert_eq!(slot, 3, "the replacement keeps the dead worker's slot");
+        assert_eq!(placements[slot].device, DeviceSpec::Cuda(1));
+        assert_eq!(placements[slot].visible_devices.as_deref(), Some("1"));
+        live.push(slot);
+        assert_eq!(free_slot(4, &live, &mut vacated), Some(0));
+    }
 }

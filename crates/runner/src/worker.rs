@@ -22,17 +22,25 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// Only claim jobs of this sweep (all sweeps when `None`).
     pub sweep: Option<String>,
+    /// The device the worker opens.
     pub device: DeviceSpec,
+    /// The device recorded with each run: `device`'s label, or the GPU's own name when the
+    /// worker sees only that GPU (`CUDA_VISIBLE_DEVICES=1` and `cuda:0` inside: `cuda:1`).
+    pub device_label: String,
     /// How often the lease of the job in hand is renewed.
     pub heartbeat: Duration,
     /// How long a lease lasts without renewal (a multiple of `heartbeat`).
     pub lease: Duration,
-    /// Exit when no job is queued, instead of waiting for new ones.
+    /// Exit when no job is queued or running, instead of waiting for new ones. While jobs of
+    /// other workers are running, the worker keeps polling (every `poll_interval` or
+    /// `heartbeat`, whichever is shorter): a job whose worker died without handing it back is
+    /// claimable once its lease runs out.
     pub exit_when_idle: bool,
-    /// How long to wait between polls for new jobs when not exiting on idle.
+    /// How long to wait between polls for new jobs.
     pub poll_interval: Duration,
-    /// Where `save_weights` runs write their safetensors files.
-    pub weights_dir: PathBuf,
+    /// Where `save_weights` runs write their safetensors files; `None` refuses such jobs
+    /// (they go back to the queue and the worker stops with [`RunnerError::NoWeightsDir`]).
+    pub weights_dir: Option<PathBuf>,
     /// Stop after this many jobs (`None`: no limit).
     pub max_jobs: Option<u64>,
     /// Claim up to this many jobs of one grid point (differing only in seed) at once and train
@@ -67,7 +75,7 @@ pub async fn run_worker(
     stop: Arc<AtomicBool>,
 ) -> Result<WorkerSummary, RunnerError> {
     let device = config.device.open()?;
-    let label = config.device.label();
+    let label = config.device_label.clone();
     store
         .register_worker(&WorkerInfo {
             id: config.worker_id.clone(),
@@ -79,6 +87,8 @@ pub async fn run_worker(
     info!(worker = %config.worker_id, device = %label, "worker started");
 
     let mut summary = WorkerSummary::default();
+    // Whether the last claim found nothing while other workers' jobs were running.
+    let mut waiting = false;
     let result = loop {
         if stop.load(Ordering::SeqCst) {
             summary.stopped = true;
@@ -104,10 +114,49 @@ pub async fn run_worker(
         };
         if jobs.is_empty() {
             if config.exit_when_idle {
-                break Ok(());
+                // Nothing claimable, but a running job may still come back: its worker may
+                // have died without handing it back (SIGKILL, a lost node), and then it is
+                // claimable once its lease runs out. So exit only when nothing is queued or
+                // running, and poll at least once a heartbeat meanwhile (a lease lasts three).
+                let counts = match store.job_counts(config.sweep.as_deref()).await {
+                    Ok(counts) => counts,
+                    Err(e) => break Err(RunnerError::from(e)),
+                };
+                if counts.queued == 0 && counts.running == 0 {
+                    break Ok(());
+                }
+                if !waiting {
+                    info!(
+                        worker = %config.worker_id,
+                        running = counts.running,
+                        queued = counts.queued,
+                        "no job to claim; waiting while other workers' jobs run (a dead worker's job is claimed when its lease runs out)"
+                    );
+                    waiting = true;
+                }
+                sleep_unless_stopped(config.poll_interval.min(config.heartbeat), &stop).await;
+                continue;
             }
             sleep_unless_stopped(config.poll_interval, &stop).await;
             continue;
+        }
+        waiting = false;
+        if config.weights_dir.is_none() {
+            if let Some(job) = jobs.iter().find(|j| j.params.save_weights) {
+                let error = RunnerError::NoWeightsDir {
+                    sweep: job.sweep.clone(),
+                    key: job.key.to_string(),
+                };
+                for job in &jobs {
+                    if let Err(e) = store
+                        .release_job(job.job_id, &config.worker_id, job.attempt)
+                        .await
+                    {
+                        warn!(job = job.job_id, "could not hand the job back: {e}");
+                    }
+                }
+                break Err(error);
+            }
         }
         if let Err(e) = run_jobs(store, config, &device, &label, jobs, &stop, &mut summary).await {
             break Err(e);
@@ -336,14 +385,23 @@ fn save_weights(
     job: &ClaimedJob,
     outcome: &TrainOutcome,
 ) -> Result<String, RunnerError> {
-    let dir = config.weights_dir.join(&job.sweep);
-    let path = dir.join(format!("{}.safetensors", job.key));
-    let tmp = dir.join(format!(".{}.{}.tmp", job.key, std::process::id()));
+    let Some(weights_dir) = &config.weights_dir else {
+        return Err(RunnerError::NoWeightsDir {
+            sweep: job.sweep.clone(),
+            key: job.key.to_string(),
+        });
+    };
+    let dir = weights_dir.join(&job.sweep);
+    let name = format!("{}.safetensors", job.key);
     let io_err = |source| RunnerError::Weights {
-        path: path.display().to_string(),
+        path: dir.join(&name).display().to_string(),
         source,
     };
     std::fs::create_dir_all(&dir).map_err(io_err)?;
+    // The stored path is absolute, so that readers in another directory find the file.
+    let dir = dir.canonicalize().map_err(io_err)?;
+    let path = dir.join(&name);
+    let tmp = dir.join(format!(".{}.{}.tmp", job.key, std::process::id()));
     let tensors: HashMap<String, candle_core::Tensor> = outcome.weights.iter().cloned().collect();
     candle_core::safetensors::save(&tensors, &tmp)
         .map_err(|e| io_err(std::io::Error::other(e.to_string())))?;

@@ -362,6 +362,26 @@ impl Store {
         Ok(counts)
     }
 
+    /// Whether a job of the sweep (or of any sweep) that may still run, queued or running,
+    /// saves its weights (`save_weights`): the workers then need a directory for them.
+    pub async fn saves_weights(&self, sweep: Option<&str>) -> Result<bool, StoreError> {
+        let sweep_id = self.sweep_filter(sweep).await?;
+        let saves = self.dialect(
+            "json_extract(params_json, '$.save_weights') = 1",
+            "(params_json::jsonb ->> 'save_weights') = 'true'",
+        );
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM jobs
+                            WHERE state IN ('queued', 'running') AND {saves} AND {})",
+            sweep_condition("sweep_id", sweep_id)
+        );
+        let saves: bool = on_pool!(self, |pool| sqlx::query_scalar(&sql)
+            .bind(sweep_id)
+            .fetch_one(pool)
+            .await)?;
+        Ok(saves)
+    }
+
     /// Puts failed jobs back in the queue with a fresh set of attempts (their last error stays
     /// until they run again). Returns how many.
     pub async fn retry_failed(&self, sweep: Option<&str>) -> Result<u64, StoreError> {

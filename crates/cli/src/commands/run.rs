@@ -2,9 +2,12 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use lifesweep_runner::{parse_device, requeue_dead_local_workers, run_scheduler, SchedulerConfig};
+use lifesweep_runner::{
+    gpu_placements, parse_device, parse_device_list, requeue_dead_local_workers, run_scheduler,
+    Placement, RunnerError, SchedulerConfig,
+};
 use lifesweep_store::{JobCounts, Store};
 
 use crate::cli::{OutputFormat, PoolArgs, RunArgs};
@@ -14,13 +17,21 @@ use crate::common;
 pub fn run(args: RunArgs, quiet: bool, verbose: u8) -> Result<ExitCode> {
     // Everything the user gave is checked before the database is touched.
     let (spec, text) = common::load_spec(&args.config)?;
+    let placements = placements(&args.pool)?;
+    let weights_dir = common::weights_dir(
+        &args.db.db,
+        args.pool.weights.weights_dir.as_deref(),
+        spec.jobs().iter().any(|job| job.params.save_weights),
+        Some(&spec.name),
+    )?;
     let config = scheduler_config(
         &args.pool,
+        placements,
+        weights_dir,
         &args.db.db,
         &spec.name,
         spec.fuse_seeds,
-        quiet,
-        verbose,
+        worker_log_args(quiet, verbose),
     )?;
     let runtime = common::runtime()?;
     runtime.block_on(async {
@@ -51,17 +62,58 @@ pub fn run(args: RunArgs, quiet: bool, verbose: u8) -> Result<ExitCode> {
     })
 }
 
-/// Checks the pool flags and builds the scheduler's configuration.
+/// Where the workers run, from `--device` and `--workers` or from `--devices` and
+/// `--workers-per-device`. Every device is opened once here, so a bad index or a build without
+/// CUDA is an error at start, before any database is touched.
+pub fn placements(pool: &PoolArgs) -> Result<Vec<Placement>> {
+    let Some(list) = &pool.devices else {
+        let device = parse_device(&pool.device)?;
+        device.open()?;
+        let workers = match pool.workers {
+            Some(w) => w as usize,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        return Ok(vec![Placement::shared(device); workers]);
+    };
+    let flag = |error: RunnerError| match error {
+        // The list's own complaint: name the flag instead of repeating the list.
+        RunnerError::Device { spec, message } if spec == *list => {
+            anyhow!("--devices {list:?}: {message}")
+        }
+        other => anyhow!("--devices {list:?}: {other}"),
+    };
+    let devices = parse_device_list(list).map_err(flag)?;
+    let per_device = pool.workers_per_device.unwrap_or(1) as usize;
+    let inherited = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let placements = gpu_placements(&devices, per_device, inherited.as_deref()).map_err(flag)?;
+    for device in &devices {
+        device.open().map_err(flag)?;
+    }
+    Ok(placements)
+}
+
+/// The log flags a scheduler passes on to its workers.
+pub fn worker_log_args(quiet: bool, verbose: u8) -> Vec<String> {
+    let mut args = Vec::new();
+    if verbose > 0 {
+        args.push(format!("-{}", "v".repeat(verbose as usize)));
+    }
+    if quiet {
+        args.push("--quiet".to_string());
+    }
+    args
+}
+
+/// Checks the remaining pool flags and builds the scheduler's configuration.
 pub fn scheduler_config(
     pool: &PoolArgs,
+    placements: Vec<Placement>,
+    weights_dir: Option<std::path::PathBuf>,
     db: &str,
     sweep: &str,
     default_fuse_seeds: usize,
-    quiet: bool,
-    verbose: u8,
+    worker_args: Vec<String>,
 ) -> Result<SchedulerConfig> {
-    let device = parse_device(&pool.device)?;
-    device.open()?;
     let heartbeat = common::heartbeat(pool.heartbeat)?;
     if !(pool.grace.is_finite() && (0.0..=3600.0).contains(&pool.grace)) {
         bail!(
@@ -69,25 +121,14 @@ pub fn scheduler_config(
             pool.grace
         );
     }
-    let workers = match pool.workers {
-        Some(w) => w as usize,
-        None => std::thread::available_parallelism().map_or(1, usize::from),
-    };
     let exe =
         std::env::current_exe().context("finding the lifesweep executable to start workers")?;
-    let mut worker_args = Vec::new();
-    if verbose > 0 {
-        worker_args.push(format!("-{}", "v".repeat(verbose as usize)));
-    }
-    if quiet {
-        worker_args.push("--quiet".to_string());
-    }
     Ok(SchedulerConfig {
         exe,
         db: db.to_string(),
         sweep: sweep.to_string(),
-        workers,
-        device,
+        placements,
+        weights_dir,
         heartbeat,
         poll_interval: Duration::from_millis(250),
         grace: Duration::from_secs_f64(pool.grace),
@@ -112,11 +153,7 @@ pub async fn drive_sweep(
         eprintln!("re-queued {requeued} job(s) whose worker on this host is gone");
     }
     if !quiet {
-        eprintln!(
-            "running with {} worker(s) on {}",
-            config.workers,
-            config.device.label()
-        );
+        eprintln!("running with {}", describe_placements(&config.placements));
     }
     let mut progress = Progress::new(quiet);
     let outcome = run_scheduler(store, config, stop, |counts| progress.update(counts)).await?;
@@ -146,6 +183,28 @@ pub async fn drive_sweep(
         return Ok(ExitCode::from(common::EXIT_FAILED_JOBS));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// "2 worker(s) on cpu", or "4 worker(s): 2 on cuda:0, 2 on cuda:1".
+fn describe_placements(placements: &[Placement]) -> String {
+    let mut per_device: Vec<(String, usize)> = Vec::new();
+    for placement in placements {
+        let label = placement.device.label();
+        match per_device.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => per_device.push((label, 1)),
+        }
+    }
+    match per_device.as_slice() {
+        [(label, n)] => format!("{n} worker(s) on {label}"),
+        _ => {
+            let parts: Vec<String> = per_device
+                .iter()
+                .map(|(label, n)| format!("{n} on {label}"))
+                .collect();
+            format!("{} worker(s): {}", placements.len(), parts.join(", "))
+        }
+    }
 }
 
 /// Live progress: a bar on a terminal, a line every few seconds otherwise, nothing if quiet.

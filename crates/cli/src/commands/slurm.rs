@@ -48,6 +48,14 @@ fn submit(args: SlurmSubmitArgs, quiet: bool) -> Result<ExitCode> {
         );
     }
     let heartbeat = common::heartbeat(args.heartbeat)?;
+    // The workers run on other hosts, in other directories: an absolute path, and none at all
+    // (rather than a relative one) when no job saves weights.
+    let weights_dir = common::weights_dir(
+        &args.db,
+        args.weights.weights_dir.as_deref(),
+        spec.jobs().iter().any(|job| job.params.save_weights),
+        Some(&spec.name),
+    )?;
     let exe = match &args.exe {
         Some(exe) => std::path::absolute(exe)
             .with_context(|| format!("--exe {}: cannot make the path absolute", exe.display()))?,
@@ -66,6 +74,7 @@ fn submit(args: SlurmSubmitArgs, quiet: bool) -> Result<ExitCode> {
         sbatch_options: args.sbatch_options.clone(),
         exe,
         heartbeat_seconds: heartbeat.as_secs_f64(),
+        weights_dir,
     };
     if args.dry_run {
         print!("{}", script.render());
@@ -221,6 +230,8 @@ struct BatchScript {
     sbatch_options: Vec<String>,
     exe: PathBuf,
     heartbeat_seconds: f64,
+    /// Where the workers write weights (absolute); `None`: no job saves them.
+    weights_dir: Option<PathBuf>,
 }
 
 impl BatchScript {
@@ -254,6 +265,13 @@ impl BatchScript {
         }
         sbatch.extend(self.sbatch_options.iter().cloned());
         let device = if self.gpus > 0 { "cuda:0" } else { "cpu" };
+        let weights = match &self.weights_dir {
+            Some(dir) => format!(
+                " \\\n    --weights-dir {}",
+                shell_quote(&dir.to_string_lossy())
+            ),
+            None => String::new(),
+        };
 
         let mut script = String::new();
         script.push_str("#!/bin/bash\n");
@@ -279,7 +297,7 @@ sweep={sweep}
 task="${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
 
 "$lifesweep" -v work --db "$db" --sweep "$sweep" --exit-when-idle \
-    --device {device} --threads {threads} --heartbeat {heartbeat} \
+    --device {device} --threads {threads} --heartbeat {heartbeat}{weights} \
     --worker-id "${{SLURM_CLUSTER_NAME:-slurm}}:$task.${{SLURM_RESTART_COUNT:-0}}" &
 worker=$!
 stop=
@@ -303,6 +321,7 @@ exit "$status"
             device = device,
             threads = self.threads,
             heartbeat = self.heartbeat_seconds,
+            weights = weights,
         ));
         script
     }
@@ -546,6 +565,7 @@ mod tests {
             sbatch_options: vec!["--account=lab".into()],
             exe: PathBuf::from("/opt/lifesweep/bin/lifesweep"),
             heartbeat_seconds: 10.0,
+            weights_dir: Some(PathBuf::from("/shared/lab's weights")),
         }
     }
 
@@ -564,7 +584,7 @@ mod tests {
             "#SBATCH --account=lab\n",
             "sweep='grid'\\''s'\n",
             "db=postgres://me@db/sweeps\n",
-            "--device cuda:0 --threads 2 --heartbeat 10",
+            "--device cuda:0 --threads 2 --heartbeat 10 \\\n    --weights-dir '/shared/lab'\\''s weights' \\\n",
             "trap 'stop=time-limit; kill -TERM \"$worker\" 2>/dev/null' USR1\n",
             "scontrol requeue \"$task\"\n",
             "task=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"\n",
@@ -576,6 +596,20 @@ mod tests {
         assert!(text.rfind("#SBATCH").unwrap() < first_command);
         assert!(!text.contains("scontrol requeue $SLURM_JOB_ID"));
         assert!(!text.contains("SLURM_ARRAY_JOB_ID\"\n"));
+    }
+
+    #[test]
+    fn without_a_weights_dir_the_workers_get_none() {
+        let text = BatchScript {
+            weights_dir: None,
+            ..script()
+        }
+        .render();
+        assert!(!text.contains("--weights-dir"), "{text}");
+        assert!(
+            text.contains("--heartbeat 10 \\\n    --worker-id"),
+            "{text}"
+        );
     }
 
     #[test]

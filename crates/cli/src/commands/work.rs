@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use lifesweep_runner::{parse_device, run_worker, WorkerConfig};
 
 use crate::cli::WorkArgs;
@@ -14,27 +14,40 @@ pub fn work(args: WorkArgs) -> Result<ExitCode> {
     }
     let device = parse_device(&args.device)?;
     device.open()?; // a build without CUDA fails here, before any job is claimed
+    let device_label = match &args.device_label {
+        Some(label) => parse_device(label)
+            .with_context(|| format!("--device-label {label:?}"))?
+            .label(),
+        None => device.label(),
+    };
     let heartbeat = common::heartbeat(args.heartbeat)?;
     let worker_id = args
         .worker_id
         .clone()
         .unwrap_or_else(|| format!("{}:{}", lifesweep_runner::hostname(), std::process::id()));
-    let config = WorkerConfig {
-        worker_id,
-        sweep: args.sweep.clone(),
-        device,
-        heartbeat,
-        lease: heartbeat * 3,
-        exit_when_idle: args.exit_when_idle,
-        poll_interval: std::time::Duration::from_secs(2),
-        weights_dir: common::weights_dir(&args.db.db),
-        max_jobs: args.max_jobs,
-        fuse_seeds: args.fuse_seeds as usize,
-    };
     let runtime = common::runtime()?;
     runtime.block_on(async {
         let stop = common::stop_on_signals()?;
         let store = common::open_store(&args.db.db).await?;
+        let weights_dir = common::weights_dir(
+            &args.db.db,
+            args.weights.weights_dir.as_deref(),
+            store.saves_weights(args.sweep.as_deref()).await?,
+            args.sweep.as_deref(),
+        )?;
+        let config = WorkerConfig {
+            worker_id,
+            sweep: args.sweep.clone(),
+            device,
+            device_label,
+            heartbeat,
+            lease: heartbeat * 3,
+            exit_when_idle: args.exit_when_idle,
+            poll_interval: std::time::Duration::from_secs(2),
+            weights_dir,
+            max_jobs: args.max_jobs,
+            fuse_seeds: args.fuse_seeds as usize,
+        };
         let summary = run_worker(&store, &config, stop).await?;
         Ok(if summary.stopped {
             ExitCode::from(common::EXIT_INTERRUPTED)

@@ -177,3 +177,34 @@ async fn a_large_sweep_is_submitted_in_batches_in_grid_order(db: TestDb) {
         .enumerate()
         .all(|(i, r)| r.params.seed == i as u64 + 1 && r.key == big.jobs()[i].key));
 }
+
+crate::on_both_backends!(saves_weights_looks_at_the_jobs_that_may_still_run);
+async fn saves_weights_looks_at_the_jobs_that_may_still_run(db: TestDb) {
+    let store = db.open().await;
+    store
+        .submit_sweep(&crate::seeds_spec("plain", 2), "", 3)
+        .await
+        .unwrap();
+    let saving = "[sweep]\nname = \"saving\"\n[grid]\nseed = [1, 2]\n[train]\nbatches = 1\nsave_weights = true\n";
+    store.submit_sweep(&spec(saving), saving, 3).await.unwrap();
+    assert!(!store.saves_weights(Some("plain")).await.unwrap());
+    assert!(store.saves_weights(Some("saving")).await.unwrap());
+    assert!(store.saves_weights(None).await.unwrap(), "any sweep");
+
+    // Claimed (running) jobs still count; finished ones do not.
+    let lease = std::time::Duration::from_secs(60);
+    let jobs = store
+        .claim_jobs("w", Some("saving"), lease, 2)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert!(store.saves_weights(Some("saving")).await.unwrap());
+    for job in &jobs {
+        assert!(store
+            .complete_job(job.job_id, "w", job.attempt, &crate::record(1.0))
+            .await
+            .unwrap());
+    }
+    assert!(!store.saves_weights(Some("saving")).await.unwrap());
+    assert!(!store.saves_weights(None).await.unwrap());
+}
