@@ -6,6 +6,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod api;
 mod formulations;
+mod gpu;
 mod many;
 mod presolve;
 mod training;
