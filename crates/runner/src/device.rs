@@ -68,6 +68,11 @@ pub fn parse_device_list(text: &str) -> Result<Vec<DeviceSpec>, RunnerError> {
         spec: text.to_string(),
         message,
     };
+    if text.trim().is_empty() {
+        return Err(bad(
+            "expected a comma-separated list of GPUs, e.g. cuda:0,cuda:1 (got nothing)".to_string(),
+        ));
+    }
     let mut devices: Vec<DeviceSpec> = Vec::new();
     for entry in text.split(',') {
         let entry = entry.trim();
@@ -181,7 +186,7 @@ mod tests {
             vec![DeviceSpec::Cuda(0), DeviceSpec::Cuda(2)]
         );
         for (text, says) in [
-            ("", "empty entry"),
+            ("", "got nothing"),
             ("cuda:0,,cuda:1", "empty entry"),
             ("cuda:0,", "empty entry"),
             ("cpu", "GPUs only"),

@@ -181,3 +181,130 @@ fn a_database_in_a_missing_directory_is_named() {
         stderr(&output)
     );
 }
+
+/// `--devices` and `--workers-per-device` misused, for `run` and `resume`: exit 2, the flag and
+/// value named (messages pinned in snapshots/bad-devices.txt), no database written.
+#[test]
+fn bad_device_lists_exit_2_naming_the_flag_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ok.toml");
+    let db = dir.path().join("out.db");
+    fs::write(&config, GOOD).unwrap();
+    let cases: &[&[&str]] = &[
+        &["--devices", "cuda:0", "--device", "cuda:1"],
+        &["--devices", "cuda:0", "--workers", "2"],
+        &["--workers-per-device", "2"],
+        &["--devices", "cuda:0", "--workers-per-device", "0"],
+        &["--devices", "cuda:0,cuda:0"],
+        &["--devices", "cuda,cuda:0"],
+        &["--devices", "cuda:0,,cuda:1"],
+        &["--devices", ""],
+        &["--devices", "cpu"],
+        &["--devices", "cuda:0,gpu1"],
+    ];
+    let mut transcript = String::new();
+    for flags in cases {
+        for command in ["run", "resume"] {
+            let mut lifesweep = lifesweep();
+            lifesweep.arg(command);
+            if command == "run" {
+                lifesweep.arg(&config);
+            }
+            let output = expect_code(lifesweep.arg("--db").arg(&db).args(*flags), 2);
+            assert!(!db.exists(), "{command} {flags:?} created the database");
+            transcript.push_str(&format!(
+                "$ lifesweep {command}{} --db out.db {}\n{}\n",
+                if command == "run" { " ok.toml" } else { "" },
+                flags.join(" "),
+                stderr(&output).trim_end()
+            ));
+        }
+    }
+    crate::fixture::assert_snapshot("bad-devices.txt", &transcript);
+}
+
+/// A GPU asked of a build without the `cuda` feature is an error at start, with `--device` as
+/// with `--devices`, before the database exists. (A cuda build on a machine without that GPU
+/// fails at the same point, with the driver's reason.)
+#[test]
+fn a_gpu_without_cuda_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ok.toml");
+    let db = dir.path().join("out.db");
+    fs::write(&config, GOOD).unwrap();
+    for flags in [
+        &["--device", "cuda:0"][..],
+        &["--devices", "cuda:0,cuda:1", "--workers-per-device", "2"][..],
+    ] {
+        let output = expect_code(
+            lifesweep()
+                .arg("run")
+                .arg(&config)
+                .arg("--db")
+                .arg(&db)
+                .args(flags),
+            2,
+        );
+        let err = stderr(&output);
+        if !cfg!(feature = "cuda") {
+            assert!(
+                err.contains("\"cuda:0\"") && err.contains("built without CUDA"),
+                "{flags:?}: {err}"
+            );
+            if flags[0] == "--devices" {
+                assert!(err.contains("--devices \"cuda:0,cuda:1\""), "{err}");
+            }
+        }
+        assert!(!db.exists(), "{flags:?} created the database");
+    }
+}
+
+/// A PostgreSQL database has no directory for weights: a sweep that saves them needs
+/// `--weights-dir`, refused (before any connection) without it; with it, workers get it as an
+/// absolute path.
+#[test]
+fn postgres_needs_weights_dir_when_a_job_saves_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("saving.toml");
+    fs::write(&config, format!("{GOOD}save_weights = true\n")).unwrap();
+    // Nothing listens on port 9: reaching the database at all would be a different error.
+    let db = "postgres://nobody@127.0.0.1:9/lifesweep";
+    for command in [
+        &["run"][..],
+        &["slurm", "submit", "--workers", "2", "--dry-run"][..],
+    ] {
+        let output = expect_code(
+            lifesweep()
+                .args(command)
+                .arg(&config)
+                .args(["--db", db])
+                .current_dir(dir.path()),
+            2,
+        );
+        let err = stderr(&output);
+        assert!(
+            err.contains("--weights-dir")
+                && err.contains("sweep saving")
+                && err.contains("save_weights = true")
+                && err.contains("LIFESWEEP_WEIGHTS_DIR"),
+            "{command:?}: {err}"
+        );
+    }
+    let script = expect_code(
+        lifesweep()
+            .args(["slurm", "submit", "--workers", "2", "--dry-run"])
+            .arg(&config)
+            .args(["--db", db])
+            .env("LIFESWEEP_WEIGHTS_DIR", "shared/weights")
+            .current_dir(dir.path()),
+        0,
+    );
+    let expected = std::path::absolute(dir.path().join("shared/weights")).unwrap();
+    assert!(
+        stdout(&script).contains(&format!("--weights-dir {}", expected.display())),
+        "{}",
+        stdout(&script)
+    );
+    let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 1, "nothing written beside the config");
+}

@@ -351,3 +351,108 @@ fn a_database_locked_for_seconds_does_not_make_live_jobs_look_dead() {
         "no job was taken from a live worker: {runs:#?}"
     );
 }
+
+/// A worker killed outright (SIGKILL: no hand-back) leaves its job `running` until the lease
+/// runs out. A worker with --exit-when-idle that finds nothing to claim meanwhile must not
+/// exit: it waits, claims the job once the lease has expired, and runs it to the end.
+#[test]
+fn an_idle_worker_waits_out_a_killed_workers_lease_and_runs_its_job() {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("one.toml");
+    let db = dir.path().join("orphan.db");
+    // One job of several seconds: long enough to be killed mid-run.
+    fs::write(
+        &config,
+        SLOW.replace("batches = 1500", "batches = 6000")
+            .replace("to = 6", "to = 1"),
+    )
+    .unwrap();
+    expect_code(
+        lifesweep().arg("submit").arg(&config).arg("--db").arg(&db),
+        0,
+    );
+    // Lease 1.5 s (three heartbeats of 0.5 s).
+    let mut doomed = lifesweep()
+        .args(["work", "--exit-when-idle", "--worker-id", "doomed"])
+        .args(["--heartbeat", "0.5", "--db"])
+        .arg(&db)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the job to run", Duration::from_secs(60), || {
+        count_state(&runs(&db), "running") == 1
+    });
+
+    let mut survivor = lifesweep()
+        .args(["-v", "work", "--exit-when-idle", "--worker-id", "survivor"])
+        .args(["--heartbeat", "0.2", "--db"])
+        .arg(&db)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let log = Arc::clone(&log);
+        let stderr = survivor.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                log.lock().unwrap().push_str(&(line + "\n"));
+            }
+        })
+    };
+    wait_until(
+        "the idle worker to wait for the running job",
+        Duration::from_secs(30),
+        || {
+            assert!(
+                survivor.try_wait().unwrap().is_none(),
+                "the idle worker exited while a job was running:\n{}",
+                log.lock().unwrap()
+            );
+            log.lock()
+                .unwrap()
+                .contains("waiting while other workers' jobs run")
+        },
+    );
+    let before = runs(&db);
+    assert_eq!(
+        (
+            count_state(&before, "running"),
+            before[0]["attempts"].as_u64()
+        ),
+        (1, Some(1)),
+        "the job must still be in its first attempt when its worker is killed: {before:#?}"
+    );
+    kill(doomed.id(), libc::SIGKILL);
+    let _ = doomed.wait();
+
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = survivor.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(180) {
+            kill(survivor.id(), libc::SIGKILL);
+            panic!(
+                "the idle worker did not finish the orphaned job:\n{}",
+                log.lock().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    reader.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert!(status.success(), "{status}:\n{log}");
+    let runs = assert_all_done_once(&db, 1);
+    assert_eq!(
+        runs[0]["attempts"], 2,
+        "the killed attempt counts: {runs:#?}"
+    );
+    assert!(log.contains("claimed"), "the survivor ran the job:\n{log}");
+}

@@ -232,3 +232,120 @@ fn changing_a_fixed_parameter_under_the_same_name_is_refused() {
         stdout(&output)
     );
 }
+
+/// The weights of a sweep's runs as `results` lists them, from another directory: each path
+/// absolute, its file present.
+fn weights_paths(db: &std::path::Path, sweep: &str) -> Vec<std::path::PathBuf> {
+    let output = expect_code(
+        lifesweep()
+            .args(["results", sweep, "--runs", "--format", "json", "--db"])
+            .arg(db),
+        0,
+    );
+    let runs: Vec<Value> = serde_json::from_str::<Value>(&stdout(&output))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    runs.iter()
+        .map(|r| {
+            let path = std::path::PathBuf::from(
+                r["weights_path"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no weights_path: {r}")),
+            );
+            assert!(path.is_absolute(), "{}", path.display());
+            assert!(path.is_file(), "{}", path.display());
+            path
+        })
+        .collect()
+}
+
+#[test]
+fn weights_go_beside_the_database_or_to_weights_dir_by_absolute_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    fs::create_dir(root.join("runs")).unwrap();
+    let sweep = |name: &str| {
+        format!(
+            "[sweep]\nname = \"{name}\"\n[grid]\nseed = [1, 2]\n[train]\nbatches = 4\nbatch_size = 4\n\
+             save_weights = true\n[eval]\nboards = 10\n"
+        )
+    };
+    fs::write(root.join("kept.toml"), sweep("kept")).unwrap();
+    fs::write(root.join("moved.toml"), sweep("moved")).unwrap();
+    fs::write(root.join("by-env.toml"), sweep("by-env")).unwrap();
+    // Relative paths, resolved in the command's directory; read back from another one.
+    let run = |config: &str, extra: &[&str], env: Option<&str>| {
+        let mut command = lifesweep();
+        command
+            .args(["run", config, "--db", "runs/sweep.db", "--workers", "2"])
+            .args(extra)
+            .current_dir(&root);
+        if let Some(value) = env {
+            command.env("LIFESWEEP_WEIGHTS_DIR", value);
+        }
+        expect_code(&mut command, 0);
+    };
+    run("kept.toml", &[], None);
+    run("moved.toml", &["--weights-dir", "elsewhere"], None);
+    run("by-env.toml", &[], Some("from-env"));
+    let db = root.join("runs/sweep.db");
+
+    for (sweep, dir) in [
+        ("kept", "runs/sweep.weights"),
+        ("moved", "elsewhere"),
+        ("by-env", "from-env"),
+    ] {
+        for path in weights_paths(&db, sweep) {
+            assert_eq!(path.parent().unwrap(), root.join(dir).join(sweep));
+        }
+    }
+}
+
+/// A scheduler that shows a worker only its GPU tells it `--device cuda:0` and the GPU's own
+/// name (`--device-label`): the run records the name. (Checked on the CPU: the label is only
+/// passed through.)
+#[test]
+fn a_worker_records_the_device_label_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tiny.toml");
+    let db = dir.path().join("label.db");
+    fs::write(&config, TINY.replace("to = 2", "to = 1")).unwrap();
+    expect_code(
+        lifesweep().arg("submit").arg(&config).arg("--db").arg(&db),
+        0,
+    );
+    expect_code(
+        lifesweep()
+            .args(["work", "--exit-when-idle", "--max-jobs", "1"])
+            .args(["--device", "cpu", "--device-label", "cuda:3", "--db"])
+            .arg(&db),
+        0,
+    );
+    expect_code(
+        lifesweep()
+            .args(["work", "--exit-when-idle", "--device", "cpu", "--db"])
+            .arg(&db),
+        0,
+    );
+    let mut devices: Vec<String> = runs_json(&db)
+        .iter()
+        .filter(|r| r["state"] == "done")
+        .map(|r| r["device"].as_str().unwrap().to_string())
+        .collect();
+    devices.sort();
+    assert_eq!(devices, ["cpu", "cpu", "cpu", "cuda:3"]);
+    let refused = expect_code(
+        lifesweep()
+            .args(["work", "--exit-when-idle", "--device-label", "gpu", "--db"])
+            .arg(&db),
+        2,
+    );
+    assert!(
+        crate::stderr(&refused).contains("--device-label \"gpu\""),
+        "{}",
+        crate::stderr(&refused)
+    );
+}
