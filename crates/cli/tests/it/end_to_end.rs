@@ -349,3 +349,111 @@ fn a_worker_records_the_device_label_it_is_given() {
         crate::stderr(&refused)
     );
 }
+
+/// On PostgreSQL a worker needs `--weights-dir` for jobs that save weights: refused at start
+/// when such a job is queued; a worker started before such a sweep was submitted hands the job
+/// back and stops, rather than write to a relative folder; with the flag the weights land
+/// there, by absolute path.
+#[test]
+fn postgres_workers_need_a_weights_dir_for_jobs_that_save_weights() {
+    let Some(postgres) = lifesweep_testkit::postgres() else {
+        return; // testkit said why
+    };
+    let db = postgres.fresh_url();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    // One job of a few seconds, then one that saves its weights.
+    fs::write(
+        root.join("plain.toml"),
+        "[sweep]\nname = \"plain\"\n[grid]\nseed = [1]\n[train]\nm_factor = 8\nbatch_size = 128\n\
+         batches = 4000\n[eval]\nboards = 10\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("saving.toml"),
+        "[sweep]\nname = \"saving\"\n[grid]\nseed = [1]\n[train]\nbatches = 4\nbatch_size = 4\n\
+         save_weights = true\n[eval]\nboards = 10\n",
+    )
+    .unwrap();
+    let submit = |config: &str| {
+        expect_code(
+            lifesweep()
+                .args(["submit", config, "--db", &db])
+                .current_dir(&root),
+            0,
+        );
+    };
+    let state = |sweep: &str| -> Value {
+        let output = expect_code(
+            lifesweep().args(["results", sweep, "--runs", "--format", "json", "--db", &db]),
+            0,
+        );
+        serde_json::from_str::<Value>(&stdout(&output)).unwrap()[0].clone()
+    };
+
+    submit("plain.toml");
+    let worker = lifesweep()
+        .args(["work", "--exit-when-idle", "--db", &db])
+        .current_dir(&root)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while state("plain")["state"] != "running" {
+        assert!(start.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    submit("saving.toml");
+    let output = worker.wait_with_output().unwrap();
+    let err = crate::stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("saving")
+            && err.contains("--weights-dir")
+            && err.contains("back to the queue"),
+        "{err}"
+    );
+    assert_eq!(state("plain")["state"], "done");
+    let saving = state("saving");
+    assert_eq!(
+        (&saving["state"], &saving["attempts"]),
+        (&Value::from("queued"), &Value::from(0)),
+        "handed back as if never claimed: {saving}"
+    );
+    assert!(
+        !root.join("saving").exists() && fs::read_dir(&root).unwrap().count() == 2,
+        "nothing written beside the configs"
+    );
+
+    let refused = expect_code(
+        lifesweep()
+            .args(["work", "--exit-when-idle", "--db", &db])
+            .current_dir(&root),
+        2,
+    );
+    let err = crate::stderr(&refused);
+    assert!(
+        err.contains("--weights-dir") && err.contains("save_weights = true"),
+        "{err}"
+    );
+
+    expect_code(
+        lifesweep()
+            .args([
+                "work",
+                "--exit-when-idle",
+                "--weights-dir",
+                "w",
+                "--db",
+                &db,
+            ])
+            .current_dir(&root),
+        0,
+    );
+    let saving = state("saving");
+    assert_eq!(saving["state"], "done", "{saving}");
+    let path = std::path::PathBuf::from(saving["weights_path"].as_str().unwrap());
+    assert_eq!(path.parent().unwrap(), root.join("w/saving"));
+    assert!(path.is_file());
+}
