@@ -196,7 +196,8 @@ pub struct WorkArgs {
     /// Seconds between lease renewals; a lease lasts three of these.
     #[arg(long, default_value_t = 10.0)]
     pub heartbeat: f64,
-    /// Exit when no job is queued instead of waiting for more.
+    /// Exit when no job is queued or running instead of waiting for more (while other workers'
+    /// jobs run, keep polling: a killed worker's job is claimed when its lease runs out).
     #[arg(long)]
     pub exit_when_idle: bool,
     /// Stop after this many jobs.
