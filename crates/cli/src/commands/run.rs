@@ -272,3 +272,21 @@ impl Progress {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use lifesweep_runner::DeviceSpec;
+
+    use super::*;
+
+    #[test]
+    fn the_start_line_counts_workers_per_device() {
+        let cpu = vec![Placement::shared(DeviceSpec::Cpu); 3];
+        assert_eq!(describe_placements(&cpu), "3 worker(s) on cpu");
+        let gpus = gpu_placements(&[DeviceSpec::Cuda(0), DeviceSpec::Cuda(1)], 2, None).unwrap();
+        assert_eq!(
+            describe_placements(&gpus),
+            "4 worker(s): 2 on cuda:0, 2 on cuda:1"
+        );
+    }
+}
