@@ -50,6 +50,9 @@ pub enum Command {
     Boards(BoardsArgs),
     /// Run a sweep on a Slurm cluster: one job array of workers, a PostgreSQL database.
     Slurm(SlurmArgs),
+    /// Loss walks: the training loss on the line from a trained run to the exact solution
+    /// (or along a random direction), for one run or a sweep's runs.
+    Walk(WalkArgs),
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +215,60 @@ pub struct WorkArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct WalkArgs {
+    /// The run to walk from: its job id or job key (or a unique prefix of the key), as
+    /// `lifesweep results --runs --format csv` lists them. It must have saved its weights.
+    #[arg(required_unless_present = "sweep", conflicts_with = "sweep")]
+    pub run: Option<String>,
+    /// Walk the finished runs of this sweep instead, as jobs that workers run.
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// With --sweep: the runs that failed (training_success = 0).
+    #[arg(long, requires = "sweep")]
+    pub failed: bool,
+    /// With --sweep: the runs that succeeded (both flags, or neither: every finished run).
+    #[arg(long, requires = "sweep")]
+    pub succeeded: bool,
+    /// With --sweep: keep only runs whose parameter has this value, e.g. --where steps=1.
+    #[arg(long = "where", value_name = "KEY=VALUE", requires = "sweep")]
+    pub filters: Vec<String>,
+    /// Where to walk: the presolved weights, or a random direction of unit L1 norm.
+    #[arg(long, value_enum, default_value_t = WalkTo::Presolve)]
+    pub to: WalkTo,
+    /// --to presolve: evenly spaced points, both ends included.
+    #[arg(long, default_value_t = 50)]
+    pub points: u32,
+    /// Batches of training boards (of the run's batch size) each point's loss averages over.
+    #[arg(long, default_value_t = 100)]
+    pub batches: u32,
+    /// Permute the trained hidden channels to best match the solution before walking.
+    #[arg(long)]
+    pub align: bool,
+    /// --to random: the seed of the direction.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// --to random: the farthest distance (0, 0.1, ..., 1, 2, ..., this).
+    #[arg(long, default_value_t = 30)]
+    pub max_distance: u32,
+    /// With --sweep: queue the walk jobs and start no workers.
+    #[arg(long, requires = "sweep")]
+    pub queue_only: bool,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub pool: PoolArgs,
+    /// How the points (one run) or the walks (a sweep) are printed.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WalkTo {
+    Presolve,
+    Random,
+}
+
+#[derive(Debug, Args)]
 pub struct ResultsArgs {
     /// The sweep (default: the only one in the database).
     pub sweep: Option<String>,
@@ -222,6 +279,10 @@ pub struct ResultsArgs {
     /// One row per run instead of one per grid point.
     #[arg(long)]
     pub runs: bool,
+    /// One row per loss walk of the sweep's runs (`lifesweep walk`): its kind, state, and the
+    /// loss at the run, highest on the way and at the end.
+    #[arg(long, conflicts_with_all = ["runs", "group_by", "wide"])]
+    pub walks: bool,
     /// In the terminal table, also show min/max success_rate, final loss and wall time.
     #[arg(long)]
     pub wide: bool,
@@ -249,6 +310,10 @@ pub struct PlotArgs {
     /// Keep only runs whose parameter has this value, e.g. --where d_factor=1 (repeatable).
     #[arg(long = "where", value_name = "KEY=VALUE")]
     pub filters: Vec<String>,
+    /// Draw the sweep's loss walks (`lifesweep walk`) instead: loss against distance, one line
+    /// per walked run, log scale on the loss.
+    #[arg(long)]
+    pub walks: bool,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,7 @@ mod sort;
 mod stats;
 mod status;
 mod table;
+pub mod walks;
 
 pub use export::export_table;
 pub use filter::{Filter, Op};

@@ -10,11 +10,13 @@
 mod device;
 mod host;
 mod scheduler;
+mod walk;
 mod worker;
 
 pub use device::{gpu_placements, parse_device, parse_device_list, DeviceSpec, Placement};
 pub use host::{hostname, pid_alive, requeue_dead_local_workers};
 pub use scheduler::{run_scheduler, SchedulerConfig, SchedulerOutcome};
+pub use walk::{load_weights, point_records, walk_options, walk_run};
 pub use worker::{run_worker, WorkerConfig, WorkerSummary};
 
 /// What can stop the runner. Failed training runs are not errors here: they are stored as
@@ -37,6 +39,8 @@ pub enum RunnerError {
         path: String,
         source: std::io::Error,
     },
+    #[error("walking from the weights in {path}: {message}")]
+    Walk { path: String, message: String },
     #[error("{0}")]
     Internal(String),
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lifesweep_store::{ClaimedJob, RunRecord, Store, WorkerInfo};
+use lifesweep_store::{ClaimedJob, RunRecord, Store, WalkPointRecord, WorkerInfo};
 use lifesweep_train::{
     train_and_evaluate, train_and_evaluate_many, TrainControl, TrainError, TrainOutcome,
 };
@@ -142,7 +142,10 @@ pub async fn run_worker(
         }
         waiting = false;
         if config.weights_dir.is_none() {
-            if let Some(job) = jobs.iter().find(|j| j.params.save_weights) {
+            if let Some(job) = jobs
+                .iter()
+                .find(|j| j.walk.is_none() && j.params.save_weights)
+            {
                 let error = RunnerError::NoWeightsDir {
                     sweep: job.sweep.clone(),
                     key: job.key.to_string(),
@@ -180,7 +183,10 @@ async fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
 
 enum Finished {
     Trained(Box<TrainOutcome>),
+    Walked(Vec<WalkPointRecord>),
     Failed(TrainError),
+    /// A walk that could not be computed (its weights unreadable or not this network's).
+    WalkFailed(String),
     Panicked(String),
 }
 
@@ -206,6 +212,8 @@ async fn run_jobs(
 
     let mut training = {
         let params: Vec<_> = jobs.iter().map(|j| j.params.clone()).collect();
+        // a walk is claimed alone (its point_key is its own)
+        let walk = jobs.first().and_then(|j| j.walk.clone());
         let device = device.clone();
         let label = label.to_string();
         let stop = Arc::clone(stop);
@@ -219,6 +227,16 @@ async fn run_jobs(
                 on_progress: &on_progress,
             };
             let n = params.len();
+            if let Some(spec) = walk {
+                let walked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    crate::walk::walk_run(&params[0], &spec)
+                }));
+                return vec![match walked {
+                    Ok(Ok(walk)) => Finished::Walked(crate::walk::point_records(&walk)),
+                    Ok(Err(e)) => Finished::WalkFailed(e.to_string()),
+                    Err(panic) => Finished::Panicked(panic_message(&panic)),
+                }];
+            }
             match std::panic::catch_unwind(AssertUnwindSafe(|| {
                 if n == 1 {
                     vec![train_and_evaluate(&params[0], &device, &label, &control)]
@@ -329,6 +347,25 @@ async fn finish_job(
                 warn!(job = job.job_id, key = %job.key, "lease lost before the result was written; result discarded");
                 summary.discarded += 1;
             }
+        }
+        Finished::Walked(points) => {
+            if store
+                .complete_walk(job.job_id, &config.worker_id, job.attempt, &points)
+                .await?
+            {
+                info!(job = job.job_id, key = %job.key, points = points.len(), "walk done");
+                summary.completed += 1;
+            } else {
+                warn!(job = job.job_id, key = %job.key, "lease lost before the walk was written; discarded");
+                summary.discarded += 1;
+            }
+        }
+        Finished::WalkFailed(message) => {
+            warn!(job = job.job_id, key = %job.key, "walk failed: {message}");
+            store
+                .fail_job(job.job_id, &config.worker_id, job.attempt, &message, false)
+                .await?;
+            summary.failed += 1;
         }
         Finished::Failed(TrainError::Interrupted) => {
             store

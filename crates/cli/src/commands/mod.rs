@@ -12,6 +12,7 @@ mod run;
 mod slurm;
 mod status;
 mod submit;
+mod walk;
 mod work;
 
 use std::process::ExitCode;
@@ -36,5 +37,6 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Export(args) => export::export(args),
         Command::Boards(args) => boards::boards(args),
         Command::Slurm(args) => slurm::slurm(args, quiet),
+        Command::Walk(args) => walk::walk(args, quiet, cli.verbose),
     }
 }

@@ -91,6 +91,9 @@ pub(crate) fn write_figures(dir: &Path, figures: &[Figure]) -> Result<Vec<PathBu
 pub fn plot(args: PlotArgs, quiet: bool) -> Result<ExitCode> {
     let filters = parse_filters(&args.filters)?;
     let runtime = common::runtime()?;
+    if args.walks {
+        return plot_walks(&args, &filters, &runtime, quiet);
+    }
     let runs = runtime.block_on(async {
         let store = common::open_existing_store(&args.db.db).await?;
         load_runs(&store, args.sweep.as_deref(), &filters).await
@@ -102,6 +105,56 @@ pub fn plot(args: PlotArgs, quiet: bool) -> Result<ExitCode> {
         println!(
             "sweep {}: {} figures ({} files) in {}",
             runs.sweep,
+            figures.len(),
+            written.len(),
+            args.out.display()
+        );
+        for path in &written {
+            println!("  {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `plot --walks`: the finished walks of the sweep (of runs that pass `--where`).
+fn plot_walks(
+    args: &PlotArgs,
+    filters: &[lifesweep_results::Filter],
+    runtime: &tokio::runtime::Runtime,
+    quiet: bool,
+) -> Result<ExitCode> {
+    let (sweep, walks) = runtime.block_on(async {
+        let store = common::open_existing_store(&args.db.db).await?;
+        let sweep = store.resolve_sweep(args.sweep.as_deref()).await?;
+        let walks = store.walks(Some(&sweep)).await?;
+        anyhow::Ok((sweep, walks))
+    })?;
+    let walks: Vec<_> = walks
+        .into_iter()
+        .filter(|w| !w.points.is_empty())
+        .filter(|w| {
+            let params = lifesweep_results::params_map(&w.params);
+            filters.iter().all(|f| f.matches(&params))
+        })
+        .collect();
+    if walks.is_empty() {
+        bail!(
+            "sweep {sweep:?} has no finished loss walk{} to draw; `lifesweep walk RUN` or \
+             `lifesweep walk --sweep {sweep}` makes them",
+            if filters.is_empty() {
+                ""
+            } else {
+                " matching --where"
+            }
+        );
+    }
+    let figures = lifesweep_results::walks::walk_figures(&walks)?;
+    create_dir(&args.out)?;
+    let written = write_figures(&args.out, &figures)?;
+    if !quiet {
+        println!(
+            "sweep {sweep}: {} walk(s) in {} figures ({} files) in {}",
+            walks.len(),
             figures.len(),
             written.len(),
             args.out.display()

@@ -40,11 +40,17 @@ pub fn results(args: ResultsArgs) -> Result<ExitCode> {
     runtime.block_on(async {
         let store = common::open_existing_store(&args.db.db).await?;
         let sweep = store.resolve_sweep(args.sweep.as_deref()).await?;
-        let mut rows = store.runs(Some(&sweep)).await?;
-        rows.retain(|row| passes(row, &filters));
-        let mut table = if args.runs {
+        let mut table = if args.walks {
+            let mut walks = store.walks(Some(&sweep)).await?;
+            walks.retain(|w| filters.iter().all(|f| f.matches(&params_map(&w.params))));
+            lifesweep_results::walks::walks_table(&walks)
+        } else if args.runs {
+            let mut rows = store.runs(Some(&sweep)).await?;
+            rows.retain(|row| passes(row, &filters));
             runs_table(&rows)
         } else {
+            let mut rows = store.runs(Some(&sweep)).await?;
+            rows.retain(|row| passes(row, &filters));
             let group_by = if args.group_by.is_empty() {
                 let info = store.sweeps().await?.into_iter().find(|s| s.name == sweep);
                 lifesweep_spec::group_keys_for(&info.map(|s| s.axes).unwrap_or_default())
@@ -54,7 +60,7 @@ pub fn results(args: ResultsArgs) -> Result<ExitCode> {
             grid_table(&rows, &group_by)?
         };
         table.sort(&sort)?;
-        if args.format == OutputFormat::Table && !args.runs && !args.wide {
+        if args.format == OutputFormat::Table && !args.runs && !args.walks && !args.wide {
             table = table.select(|c| !WIDE_ONLY_COLUMNS.contains(&c));
         }
         print!("{}", table.render(args.format.into())?);

@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use lifesweep_runner::{
     gpu_placements, parse_device, parse_device_list, requeue_dead_local_workers, run_scheduler,
-    Placement, RunnerError, SchedulerConfig,
+    Placement, RunnerError, SchedulerConfig, SchedulerOutcome,
 };
 use lifesweep_store::{JobCounts, Store};
 
@@ -148,6 +148,24 @@ pub async fn drive_sweep(
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     resume_hint: &str,
 ) -> Result<ExitCode> {
+    let outcome = run_pool(store, config, quiet, stop).await?;
+    let rows = store.runs(Some(&config.sweep)).await?;
+    let mut table = grid_table(&rows, group_keys)?;
+    if format == OutputFormat::Table {
+        table = table.select(|c| !lifesweep_results::WIDE_ONLY_COLUMNS.contains(&c));
+    }
+    print!("{}", table.render(format.into())?);
+    Ok(exit_code(&outcome, resume_hint))
+}
+
+/// Takes back the jobs of this host's dead workers, then runs the scheduler with live
+/// progress until the sweep's queue is empty or `stop` is set.
+pub async fn run_pool(
+    store: &Store,
+    config: &SchedulerConfig,
+    quiet: bool,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<SchedulerOutcome> {
     let requeued = requeue_dead_local_workers(store).await?;
     if requeued > 0 && !quiet {
         eprintln!("re-queued {requeued} job(s) whose worker on this host is gone");
@@ -158,31 +176,28 @@ pub async fn drive_sweep(
     let mut progress = Progress::new(quiet);
     let outcome = run_scheduler(store, config, stop, |counts| progress.update(counts)).await?;
     progress.finish(&outcome.counts);
+    Ok(outcome)
+}
 
-    let rows = store.runs(Some(&config.sweep)).await?;
-    let mut table = grid_table(&rows, group_keys)?;
-    if format == OutputFormat::Table {
-        table = table.select(|c| !lifesweep_results::WIDE_ONLY_COLUMNS.contains(&c));
-    }
-    print!("{}", table.render(format.into())?);
-
-    let counts = outcome.counts;
+/// 0 all done, 1 some failed, 130 interrupted (saying how to continue).
+pub fn exit_code(outcome: &SchedulerOutcome, resume_hint: &str) -> ExitCode {
+    let counts = &outcome.counts;
     if outcome.interrupted {
         eprintln!(
             "interrupted: {} done, {} not yet run; continue with `{resume_hint}` (finished runs are kept)",
             counts.done,
             counts.queued + counts.running,
         );
-        return Ok(ExitCode::from(common::EXIT_INTERRUPTED));
+        return ExitCode::from(common::EXIT_INTERRUPTED);
     }
     if counts.failed > 0 {
         eprintln!(
             "{} job(s) failed; see `lifesweep status` for their errors, `lifesweep retry --failed` to run them again",
             counts.failed
         );
-        return Ok(ExitCode::from(common::EXIT_FAILED_JOBS));
+        return ExitCode::from(common::EXIT_FAILED_JOBS);
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 /// "2 worker(s) on cpu", or "4 worker(s): 2 on cuda:0, 2 on cuda:1".

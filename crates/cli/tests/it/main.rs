@@ -9,6 +9,7 @@ mod end_to_end;
 mod fixture;
 mod reading;
 mod slurm;
+mod walk;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
