@@ -75,3 +75,61 @@ fn a_short_training_on_cuda_matches_the_cpu() {
         on_cpu.cell_accuracy
     );
 }
+
+/// Fused seeds on cuda:0 (the batched candle network with a leading model dimension, one
+/// computation for the group) against each seed trained alone on the CPU: the same boards and
+/// initial weights, so the same training up to float rounding.
+#[test]
+fn fused_seeds_on_cuda_train_like_separate_runs_on_the_cpu() {
+    let cuda = match cuda_device() {
+        Ok(device) => device,
+        Err(reason) => {
+            eprintln!("{reason}");
+            return;
+        }
+    };
+    let params: Vec<TrainParams> = [3, 1, 4]
+        .into_iter()
+        .map(|seed| TrainParams {
+            seed,
+            steps: 2,
+            m_factor: 2,
+            batches: 40,
+            loss_every: 10,
+            ..small_params()
+        })
+        .collect();
+    let control = TrainControl::unattended();
+    let fused = lifesweep_train::train_and_evaluate_many(&params, &cuda, "cuda:0", &control);
+    assert_eq!(fused.len(), params.len());
+    for (outcome, p) in fused.into_iter().zip(&params) {
+        let on_gpu = outcome
+            .unwrap_or_else(|e| panic!("seed {}: fused training on cuda:0: {e}", p.seed))
+            .metrics;
+        let on_cpu = train_and_evaluate(p, &Device::Cpu, "cpu", &control)
+            .expect("training on the CPU")
+            .metrics;
+        assert_eq!(on_gpu.device, "cuda:0");
+        assert_eq!(on_gpu.loss_curve.len(), on_cpu.loss_curve.len());
+        for (gpu, cpu) in on_gpu.loss_curve.iter().zip(&on_cpu.loss_curve) {
+            assert_eq!(gpu.batch, cpu.batch);
+            assert!(
+                gpu.loss.is_finite()
+                    && (gpu.loss - cpu.loss).abs() <= 5e-3 * cpu.loss.abs().max(1.0),
+                "seed {}, loss at batch {}: fused cuda {} vs cpu {}",
+                p.seed,
+                gpu.batch,
+                gpu.loss,
+                cpu.loss
+            );
+        }
+        let one_board = 1.0 / f64::from(p.eval_boards);
+        assert!(
+            (on_gpu.success_rate - on_cpu.success_rate).abs() <= one_board + 1e-12,
+            "seed {}: success rate fused cuda {} vs cpu {}",
+            p.seed,
+            on_gpu.success_rate,
+            on_cpu.success_rate
+        );
+    }
+}
