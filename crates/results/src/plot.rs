@@ -590,7 +590,12 @@ pub fn render_png(chart: &Chart) -> Result<Vec<u8>, ResultsError> {
 
 /// Every chart of [`sweep_charts`], drawn as SVG and PNG.
 pub fn figures(rows: &[RunRow], panel_keys: &[String]) -> Result<Vec<Figure>, ResultsError> {
-    sweep_charts(rows, panel_keys)?
+    draw_figures(sweep_charts(rows, panel_keys)?)
+}
+
+/// Charts drawn as SVG and PNG.
+pub fn draw_figures(charts: Vec<Chart>) -> Result<Vec<Figure>, ResultsError> {
+    charts
         .into_iter()
         .map(|chart| {
             Ok(Figure {

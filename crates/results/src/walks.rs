@@ -8,7 +8,7 @@ use lifesweep_spec::WalkKind;
 use lifesweep_store::StoredWalk;
 use serde_json::Value;
 
-use crate::plot::{render_png, render_svg, short_number, Chart, Figure, Series};
+use crate::plot::{draw_figures, short_number, Chart, Figure, Series};
 use crate::{ResultsError, Table};
 
 fn number(x: f64) -> Value {
@@ -225,16 +225,7 @@ pub fn walk_charts(walks: &[StoredWalk]) -> Vec<Chart> {
 
 /// Every chart of [`walk_charts`], drawn as SVG and PNG.
 pub fn walk_figures(walks: &[StoredWalk]) -> Result<Vec<Figure>, ResultsError> {
-    walk_charts(walks)
-        .into_iter()
-        .map(|chart| {
-            Ok(Figure {
-                svg: render_svg(&chart)?,
-                png: render_png(&chart)?,
-                chart,
-            })
-        })
-        .collect()
+    draw_figures(walk_charts(walks))
 }
 
 #[cfg(test)]

@@ -102,6 +102,19 @@ macro_rules! insert_point {
     };
 }
 
+/// Replaces the points of walk job `$job_id` inside transaction `$tx`.
+macro_rules! replace_points {
+    ($tx:ident, $job_id:expr, $points:expr) => {
+        sqlx::query("DELETE FROM walk_points WHERE job_id = $1")
+            .bind($job_id)
+            .execute(&mut *$tx)
+            .await?;
+        for p in $points {
+            insert_point!($tx, $job_id, p);
+        }
+    };
+}
+
 impl Store {
     /// Queues walk jobs (one write transaction); a walk the sweep already has (same run and
     /// options) is kept as it is. Each request's run must be a training job of the database.
@@ -185,13 +198,7 @@ impl Store {
             };
             match job_id {
                 Some(job_id) => {
-                    sqlx::query("DELETE FROM walk_points WHERE job_id = $1")
-                        .bind(job_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    for p in points {
-                        insert_point!(tx, job_id, p);
-                    }
+                    replace_points!(tx, job_id, points);
                     tx.commit().await?;
                     true
                 }
@@ -225,13 +232,7 @@ impl Store {
                 .await?
                 .rows_affected();
             if held == 1 {
-                sqlx::query("DELETE FROM walk_points WHERE job_id = $1")
-                    .bind(job_id)
-                    .execute(&mut *tx)
-                    .await?;
-                for p in points {
-                    insert_point!(tx, job_id, p);
-                }
+                replace_points!(tx, job_id, points);
                 tx.commit().await?;
             }
             held == 1

@@ -99,15 +99,25 @@ pub fn plot(args: PlotArgs, quiet: bool) -> Result<ExitCode> {
         load_runs(&store, args.sweep.as_deref(), &filters).await
     })?;
     let figures = figures(&runs.rows, &runs.panel_keys())?;
-    create_dir(&args.out)?;
-    let written = write_figures(&args.out, &figures)?;
+    write_and_list(
+        &args.out,
+        &figures,
+        &format!("sweep {}:", runs.sweep),
+        quiet,
+    )
+}
+
+/// Writes the figures into `out` (created) and, unless quiet, lists the files under a line
+/// that starts with `what`.
+fn write_and_list(out: &Path, figures: &[Figure], what: &str, quiet: bool) -> Result<ExitCode> {
+    create_dir(out)?;
+    let written = write_figures(out, figures)?;
     if !quiet {
         println!(
-            "sweep {}: {} figures ({} files) in {}",
-            runs.sweep,
+            "{what} {} figures ({} files) in {}",
             figures.len(),
             written.len(),
-            args.out.display()
+            out.display()
         );
         for path in &written {
             println!("  {}", path.display());
@@ -149,19 +159,6 @@ fn plot_walks(
         );
     }
     let figures = lifesweep_results::walks::walk_figures(&walks)?;
-    create_dir(&args.out)?;
-    let written = write_figures(&args.out, &figures)?;
-    if !quiet {
-        println!(
-            "sweep {sweep}: {} walk(s) in {} figures ({} files) in {}",
-            walks.len(),
-            figures.len(),
-            written.len(),
-            args.out.display()
-        );
-        for path in &written {
-            println!("  {}", path.display());
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    let what = format!("sweep {sweep}: {} walk(s) in", walks.len());
+    write_and_list(&args.out, &figures, &what, quiet)
 }
