@@ -216,8 +216,9 @@ pub struct WorkArgs {
 
 #[derive(Debug, Args)]
 pub struct WalkArgs {
-    /// The run to walk from: its job id or job key (or a unique prefix of the key), as
-    /// `lifesweep results --runs --format csv` lists them. It must have saved its weights.
+    /// The run to walk from: its job key or a unique prefix of it of at least 4 characters
+    /// (the job_key column of `lifesweep results --runs`), or its job id. It must have saved
+    /// its weights (save_weights = true).
     #[arg(required_unless_present = "sweep", conflicts_with = "sweep")]
     pub run: Option<String>,
     /// Walk the finished runs of this sweep instead, as jobs that workers run.

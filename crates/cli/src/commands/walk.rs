@@ -104,8 +104,8 @@ fn find_run<'a>(rows: &'a [RunRow], run: &str) -> Result<&'a RunRow> {
     let row = match matches.as_slice() {
         [row] if run.len() >= 4 => *row,
         [] | [_] => bail!(
-            "no run {run:?} in the database: give a job id or a job key (at least 4 characters of it) \
-             as `lifesweep results --runs --format csv` lists them"
+            "no run {run:?} in the database: give a job key (at least 4 characters of it) as the \
+             job_key column of `lifesweep results --runs` lists them, or a job id"
         ),
         _ => bail!(
             "{run:?} names {} runs; give more of the job key",
