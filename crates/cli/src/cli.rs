@@ -359,6 +359,10 @@ pub struct ExportArgs {
     /// Keep only runs whose parameter has this value, e.g. --where steps=2 (repeatable).
     #[arg(long = "where", value_name = "KEY=VALUE")]
     pub filters: Vec<String>,
+    /// Every point of the sweep's finished loss walks instead (`lifesweep walk`): one record
+    /// per point with its walk and run.
+    #[arg(long)]
+    pub walks: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

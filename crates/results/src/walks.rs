@@ -45,6 +45,50 @@ pub fn walk_points_table(walk: &StoredWalk) -> Table {
     }
 }
 
+/// Every point of every walk, with the walk and the run it starts from: what
+/// `lifesweep export --walks` writes.
+pub fn walk_points_export(walks: &[StoredWalk]) -> Table {
+    let columns = [
+        "walk_job_id",
+        "run_job_id",
+        "run_key",
+        "steps",
+        "m_factor",
+        "seed",
+        "run_success_rate",
+        "kind",
+        "aligned",
+        "point",
+        "fraction",
+        "distance",
+        "loss",
+        "success_rate",
+        "cell_accuracy",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut rows = Vec::new();
+    for w in walks {
+        let points = walk_points_table(w);
+        for point in points.rows {
+            let mut row = vec![
+                Value::from(w.job_id),
+                Value::from(w.run_job_id),
+                Value::from(w.spec.run_key.clone()),
+                Value::from(w.params.steps),
+                Value::from(w.params.m_factor),
+                Value::from(w.params.seed),
+                w.run_success_rate.map_or(Value::Null, number),
+                Value::from(w.spec.kind.as_str()),
+                Value::from(w.spec.align),
+            ];
+            row.extend(point);
+            rows.push(row);
+        }
+    }
+    Table { columns, rows }
+}
+
 /// What a walk found, in numbers: the loss where it starts, the highest loss on the way, where
 /// it ends, and the barrier (highest minus start; 0 when the loss only falls).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -247,6 +247,43 @@ fn walk_a_sweep_as_jobs_then_plot_the_walks() {
     // walks never show up as training runs
     assert_eq!(runs(&db).len(), 4);
 
+    // every point of every walk, in csv and json
+    let csv = stdout(&expect_code(
+        lifesweep().args(["export", "--walks", "--db"]).arg(&db),
+        0,
+    ));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].starts_with("walk_job_id,run_job_id,run_key,"),
+        "{csv}"
+    );
+    assert_eq!(lines.len(), 1 + 3 * failed, "{csv}");
+    let points = json(&expect_code(
+        lifesweep()
+            .args([
+                "export",
+                "--walks",
+                "--format",
+                "json",
+                "--where",
+                "m_factor=2",
+                "--db",
+            ])
+            .arg(&db),
+        0,
+    ));
+    let points = points.as_array().unwrap();
+    assert!(points
+        .iter()
+        .all(|p| p["m_factor"] == 2 && p["kind"] == "presolve"));
+    let ends: Vec<&Value> = points.iter().filter(|p| p["point"] == 2).collect();
+    assert!(
+        !ends.is_empty()
+            && ends
+                .iter()
+                .all(|p| f(p, "fraction") == 1.0 && f(p, "success_rate") == 1.0)
+    );
+
     let out = dir.path().join("figures");
     let output = expect_code(
         lifesweep()
