@@ -698,7 +698,8 @@ impl FacetPlot<'_> {
         let format = |v: &f64| short_number(*v);
         let mut mesh = ctx.configure_mesh();
         mesh.label_style((FAMILY, if faceted { 13 } else { 15 }))
-            .axis_desc_style((FAMILY, 16))
+            // a facet's axis title has a third of the width: keep it to its plot
+            .axis_desc_style((FAMILY, if faceted { 14 } else { 16 }))
             .x_labels(if faceted { 6 } else { 12 })
             .x_label_formatter(&format)
             .y_label_formatter(&format)

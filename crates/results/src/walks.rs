@@ -250,9 +250,9 @@ pub fn walk_charts(walks: &[StoredWalk]) -> Vec<Chart> {
                     }
                 ),
                 x_label: if presolve {
-                    "fraction of the way to the presolved weights".into()
+                    "fraction of the way to the solution".into()
                 } else {
-                    "L1 distance from the trained weights".into()
+                    "L1 distance from the run".into()
                 },
                 y_label: "mean training loss (log)".into(),
                 legend_title: if each { "walked run" } else { "walked runs" }.into(),
