@@ -206,9 +206,11 @@ pub struct WorkArgs {
     /// Stop after this many jobs.
     #[arg(long)]
     pub max_jobs: Option<u64>,
-    /// Claim up to this many seeds of one grid point and train them as one fused computation.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub fuse_seeds: u32,
+    /// Claim up to this many seeds of one grid point and train them as one fused computation
+    /// (default: the `[sweep] fuse_seeds` of the --sweep, or of the database's only sweep,
+    /// else 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub fuse_seeds: Option<u32>,
     /// Compute threads for this worker (one per worker process scales best).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub threads: u32,

@@ -1,5 +1,6 @@
 //! What several commands share: reading configs, opening the store, logging, signals.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub fn init_tracing(verbose: u8, quiet: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // colour codes only on a terminal: not in Slurm task logs, files or pipes
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

@@ -382,6 +382,25 @@ impl Store {
         Ok(saves)
     }
 
+    /// The sweep's `[sweep] fuse_seeds`, read from the config it was last submitted with, so
+    /// that a worker started without `--fuse-seeds` (by `resume`, by a Slurm array task, by
+    /// hand) trains the seeds as the sweep asks.
+    pub async fn fuse_seeds(&self, sweep: &str) -> Result<usize, StoreError> {
+        let sweep_id = self.sweep_id(sweep).await?;
+        let text: String = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT config_toml FROM sweeps WHERE id = $1"
+        )
+        .bind(sweep_id)
+        .fetch_one(pool)
+        .await)?;
+        let spec = SweepSpec::parse(&text, &format!("sweep {sweep:?} config_toml"), sweep)
+            .map_err(|e| StoreError::Corrupt {
+                what: format!("sweep {sweep:?} config_toml"),
+                message: e.to_string(),
+            })?;
+        Ok(spec.fuse_seeds)
+    }
+
     /// Puts failed jobs back in the queue with a fresh set of attempts (their last error stays
     /// until they run again). Returns how many.
     pub async fn retry_failed(&self, sweep: Option<&str>) -> Result<u64, StoreError> {

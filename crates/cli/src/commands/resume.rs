@@ -25,7 +25,7 @@ pub fn resume(args: ResumeArgs, quiet: bool, verbose: u8) -> Result<ExitCode> {
             weights_dir,
             &args.db.db,
             &sweep,
-            1,
+            store.fuse_seeds(&sweep).await?,
             worker_log_args(quiet, verbose),
         )?;
         let axes = store

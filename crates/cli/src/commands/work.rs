@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use lifesweep_runner::{parse_device, run_worker, WorkerConfig};
+use lifesweep_store::Store;
 
 use crate::cli::WorkArgs;
 use crate::common;
@@ -35,6 +36,10 @@ pub fn work(args: WorkArgs) -> Result<ExitCode> {
             store.saves_weights(args.sweep.as_deref()).await?,
             args.sweep.as_deref(),
         )?;
+        let fuse_seeds = match args.fuse_seeds {
+            Some(k) => k as usize,
+            None => default_fuse_seeds(&store, args.sweep.as_deref()).await?,
+        };
         let config = WorkerConfig {
             worker_id,
             sweep: args.sweep.clone(),
@@ -46,7 +51,7 @@ pub fn work(args: WorkArgs) -> Result<ExitCode> {
             poll_interval: std::time::Duration::from_secs(2),
             weights_dir,
             max_jobs: args.max_jobs,
-            fuse_seeds: args.fuse_seeds as usize,
+            fuse_seeds,
         };
         let summary = run_worker(&store, &config, stop).await?;
         Ok(if summary.stopped {
@@ -55,4 +60,20 @@ pub fn work(args: WorkArgs) -> Result<ExitCode> {
             ExitCode::SUCCESS
         })
     })
+}
+
+/// The named sweep's `[sweep] fuse_seeds`; without a name, that of the database's only sweep,
+/// or 1 when it holds several (or none yet).
+async fn default_fuse_seeds(store: &Store, sweep: Option<&str>) -> Result<usize> {
+    let name = match sweep {
+        Some(name) => name.to_string(),
+        None => {
+            let sweeps = store.sweeps().await?;
+            match sweeps.as_slice() {
+                [only] => only.name.clone(),
+                _ => return Ok(1),
+            }
+        }
+    };
+    Ok(store.fuse_seeds(&name).await?)
 }

@@ -5,7 +5,7 @@ use std::fs;
 
 use serde_json::Value;
 
-use crate::{expect_code, lifesweep, stdout};
+use crate::{expect_code, json_rows, lifesweep, stdout};
 
 const TINY: &str = r#"
 [sweep]
@@ -24,17 +24,11 @@ boards = 50
 "#;
 
 fn runs_json(db: &std::path::Path) -> Vec<Value> {
-    let output = expect_code(
+    json_rows(
         lifesweep()
             .args(["results", "--runs", "--format", "json", "--db"])
             .arg(db),
-        0,
-    );
-    serde_json::from_str::<Value>(&stdout(&output))
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+    )
 }
 
 #[test]
@@ -236,17 +230,11 @@ fn changing_a_fixed_parameter_under_the_same_name_is_refused() {
 /// The weights of a sweep's runs as `results` lists them, from another directory: each path
 /// absolute, its file present.
 fn weights_paths(db: &std::path::Path, sweep: &str) -> Vec<std::path::PathBuf> {
-    let output = expect_code(
+    let runs = json_rows(
         lifesweep()
             .args(["results", sweep, "--runs", "--format", "json", "--db"])
             .arg(db),
-        0,
     );
-    let runs: Vec<Value> = serde_json::from_str::<Value>(&stdout(&output))
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone();
     assert_eq!(runs.len(), 2, "{runs:#?}");
     runs.iter()
         .map(|r| {
@@ -456,4 +444,43 @@ fn postgres_workers_need_a_weights_dir_for_jobs_that_save_weights() {
     let path = std::path::PathBuf::from(saving["weights_path"].as_str().unwrap());
     assert_eq!(path.parent().unwrap(), root.join("w/saving"));
     assert!(path.is_file());
+}
+
+/// A worker started without `--fuse-seeds` (as `resume` and Slurm array tasks start them)
+/// trains the seeds fused as the sweep file asks; `--fuse-seeds` overrides it.
+#[test]
+fn a_worker_without_fuse_seeds_follows_the_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fused.toml");
+    let db = dir.path().join("fused.db");
+    fs::write(
+        &config,
+        TINY.replace("name = \"tiny\"", "name = \"fused\"\nfuse_seeds = 2"),
+    )
+    .unwrap();
+    expect_code(
+        lifesweep().arg("submit").arg(&config).arg("--db").arg(&db),
+        0,
+    );
+
+    let claims = |extra: &[&str]| -> Vec<String> {
+        let output = expect_code(
+            lifesweep()
+                .args(["-v", "work", "--exit-when-idle", "--max-jobs", "2", "--db"])
+                .arg(&db)
+                .args(extra),
+            0,
+        );
+        crate::stderr(&output)
+            .lines()
+            .filter(|l| l.contains("claimed") && l.contains("fused="))
+            .map(String::from)
+            .collect()
+    };
+    let fused = claims(&[]);
+    assert_eq!(fused.len(), 2, "{fused:?}");
+    assert!(fused.iter().all(|l| l.contains("fused=2")), "{fused:?}");
+    let single = claims(&["--fuse-seeds", "1"]);
+    assert_eq!(single.len(), 2, "{single:?}");
+    assert!(single.iter().all(|l| l.contains("fused=1")), "{single:?}");
 }
