@@ -15,6 +15,43 @@ fn number(x: f64) -> Value {
     serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number)
 }
 
+/// The columns that name a walk and the run it starts from, first in both walk tables.
+const WALK_ID_COLUMNS: [&str; 9] = [
+    "walk_job_id",
+    "run_job_id",
+    "run_key",
+    "steps",
+    "m_factor",
+    "seed",
+    "run_success_rate",
+    "kind",
+    "aligned",
+];
+
+/// The values of [`WALK_ID_COLUMNS`] for one walk.
+fn walk_id_values(w: &StoredWalk) -> Vec<Value> {
+    vec![
+        Value::from(w.job_id),
+        Value::from(w.run_job_id),
+        Value::from(w.spec.run_key.clone()),
+        Value::from(w.params.steps),
+        Value::from(w.params.m_factor),
+        Value::from(w.params.seed),
+        w.run_success_rate.map_or(Value::Null, number),
+        Value::from(w.spec.kind.as_str()),
+        Value::from(w.spec.align),
+    ]
+}
+
+/// [`WALK_ID_COLUMNS`] followed by `more`.
+fn walk_columns(more: &[&str]) -> Vec<String> {
+    WALK_ID_COLUMNS
+        .iter()
+        .chain(more)
+        .map(|c| c.to_string())
+        .collect()
+}
+
 /// Every point of one walk.
 pub fn walk_points_table(walk: &StoredWalk) -> Table {
     Table {
@@ -48,40 +85,19 @@ pub fn walk_points_table(walk: &StoredWalk) -> Table {
 /// Every point of every walk, with the walk and the run it starts from: what
 /// `lifesweep export --walks` writes.
 pub fn walk_points_export(walks: &[StoredWalk]) -> Table {
-    let columns = [
-        "walk_job_id",
-        "run_job_id",
-        "run_key",
-        "steps",
-        "m_factor",
-        "seed",
-        "run_success_rate",
-        "kind",
-        "aligned",
+    let columns = walk_columns(&[
         "point",
         "fraction",
         "distance",
         "loss",
         "success_rate",
         "cell_accuracy",
-    ]
-    .map(String::from)
-    .to_vec();
+    ]);
     let mut rows = Vec::new();
     for w in walks {
         let points = walk_points_table(w);
         for point in points.rows {
-            let mut row = vec![
-                Value::from(w.job_id),
-                Value::from(w.run_job_id),
-                Value::from(w.spec.run_key.clone()),
-                Value::from(w.params.steps),
-                Value::from(w.params.m_factor),
-                Value::from(w.params.seed),
-                w.run_success_rate.map_or(Value::Null, number),
-                Value::from(w.spec.kind.as_str()),
-                Value::from(w.spec.align),
-            ];
+            let mut row = walk_id_values(w);
             row.extend(point);
             rows.push(row);
         }
@@ -119,16 +135,7 @@ pub fn summarise(walk: &StoredWalk) -> Option<WalkSummary> {
 
 /// One row per walk.
 pub fn walks_table(walks: &[StoredWalk]) -> Table {
-    let columns = [
-        "walk_job_id",
-        "run_job_id",
-        "run_key",
-        "steps",
-        "m_factor",
-        "seed",
-        "run_success_rate",
-        "kind",
-        "aligned",
+    let columns = walk_columns(&[
         "state",
         "points",
         "loss_start",
@@ -136,25 +143,15 @@ pub fn walks_table(walks: &[StoredWalk]) -> Table {
         "loss_end",
         "barrier",
         "success_rate_end",
-    ]
-    .map(String::from)
-    .to_vec();
+    ]);
     let rows = walks
         .iter()
         .map(|w| {
             let s = summarise(w);
             let metric =
                 |f: fn(&WalkSummary) -> f64| s.as_ref().map_or(Value::Null, |s| number(f(s)));
-            vec![
-                Value::from(w.job_id),
-                Value::from(w.run_job_id),
-                Value::from(w.spec.run_key.clone()),
-                Value::from(w.params.steps),
-                Value::from(w.params.m_factor),
-                Value::from(w.params.seed),
-                w.run_success_rate.map_or(Value::Null, number),
-                Value::from(w.spec.kind.as_str()),
-                Value::from(w.spec.align),
+            let mut row = walk_id_values(w);
+            row.extend([
                 Value::from(w.state.clone()),
                 Value::from(w.points.len()),
                 metric(|s| s.loss_start),
@@ -162,7 +159,8 @@ pub fn walks_table(walks: &[StoredWalk]) -> Table {
                 metric(|s| s.loss_end),
                 metric(|s| s.barrier),
                 metric(|s| s.success_end),
-            ]
+            ]);
+            row
         })
         .collect();
     Table { columns, rows }

@@ -3,9 +3,7 @@
 use std::fs;
 use std::process::Stdio;
 
-use serde_json::Value;
-
-use crate::{expect_code, lifesweep, stderr, stdout};
+use crate::{json_rows, lifesweep, stderr};
 
 #[test]
 fn thirty_two_processes_on_a_new_file_run_600_jobs_exactly_once() {
@@ -48,17 +46,11 @@ fn thirty_two_processes_on_a_new_file_run_600_jobs_exactly_once() {
             "a user saw a lock error: {err}"
         );
     }
-    let output = expect_code(
+    let runs = json_rows(
         lifesweep()
             .args(["results", "--runs", "--format", "json", "--db"])
             .arg(&db),
-        0,
     );
-    let runs: Vec<Value> = serde_json::from_str::<Value>(&stdout(&output))
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone();
     assert_eq!(runs.len(), 600);
     assert!(
         runs.iter()

@@ -8,26 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{expect_code, lifesweep, stderr, stdout};
-
-/// Jobs long enough (a second or so each) to be caught mid-run.
-const SLOW: &str = r#"
-[sweep]
-name = "slow"
-[grid]
-seed = { from = 1, to = 6 }
-[train]
-m_factor = 8
-batch_size = 128
-batches = 1500
-loss_every = 100
-[eval]
-boards = 100
-"#;
+use crate::{expect_code, lifesweep, slow_sweep, stderr, stdout};
 
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let config = dir.join("slow.toml");
-    fs::write(&config, SLOW).unwrap();
+    fs::write(&config, slow_sweep("slow")).unwrap();
     config
 }
 
@@ -322,7 +307,8 @@ fn a_database_locked_for_seconds_does_not_make_live_jobs_look_dead() {
     let db = dir.path().join("locked.db");
     fs::write(
         &config,
-        SLOW.replace("batches = 1500", "batches = 6000")
+        slow_sweep("slow")
+            .replace("batches = 1500", "batches = 6000")
             .replace("to = 6", "to = 2"),
     )
     .unwrap();
@@ -366,7 +352,8 @@ fn an_idle_worker_waits_out_a_killed_workers_lease_and_runs_its_job() {
     // One job of several seconds: long enough to be killed mid-run.
     fs::write(
         &config,
-        SLOW.replace("batches = 1500", "batches = 6000")
+        slow_sweep("slow")
+            .replace("batches = 1500", "batches = 6000")
             .replace("to = 6", "to = 1"),
     )
     .unwrap();

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::{expect_code, lifesweep, stdout};
+use crate::{expect_code, json_rows, lifesweep};
 
 const SWEEP: &str = r#"
 [sweep]
@@ -27,17 +27,11 @@ boards = 100
 
 /// job key -> (success_rate, final_loss, weights file bytes, loss curve)
 fn outcome(db: &Path) -> BTreeMap<String, (Value, Value, Vec<u8>, Value)> {
-    let output = expect_code(
+    let runs = json_rows(
         lifesweep()
             .args(["export", "--format", "json", "--db"])
             .arg(db),
-        0,
     );
-    let runs: Vec<Value> = serde_json::from_str::<Value>(&stdout(&output))
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone();
     assert_eq!(runs.len(), 8);
     runs.into_iter()
         .map(|r| {

@@ -19,25 +19,10 @@ use lifesweep_store::{RunRow, Store};
 use lifesweep_testkit::{say, Watched};
 use serde_json::Value;
 
-use crate::{expect_code, lifesweep, stdout};
+use crate::{expect_code, lifesweep, slow_sweep, stdout};
 
 const REQUIRE_VAR: &str = "LIFESWEEP_TEST_REQUIRE_SLURM";
 const CLUSTER: &str = "lifesweeptest";
-
-/// Six jobs of a second or two each: long enough to catch one mid-run.
-const SWEEP: &str = r#"
-[sweep]
-name = "array"
-[grid]
-seed = { from = 1, to = 6 }
-[train]
-m_factor = 8
-batch_size = 128
-batches = 1500
-loss_every = 100
-[eval]
-boards = 100
-"#;
 
 /// What is missing to run the test, if anything.
 fn missing_prerequisite() -> Option<String> {
@@ -338,7 +323,7 @@ fn a_cancelled_array_task_hands_its_job_back_and_every_job_runs_once() {
     let db = postgres.fresh_url();
     let work = tempfile::tempdir().unwrap();
     let config = work.path().join("array.toml");
-    fs::write(&config, SWEEP).unwrap();
+    fs::write(&config, slow_sweep("array")).unwrap();
 
     // A SQLite database is refused before anything is written or submitted.
     let refused = expect_code(

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::{expect_code, lifesweep, stderr, stdout};
+use crate::{expect_code, json, lifesweep, stderr, stdout};
 
 const SAVING: &str = r#"
 [sweep]
@@ -24,16 +24,6 @@ save_weights = true
 [eval]
 boards = 20
 "#;
-
-fn json(output: &std::process::Output) -> Value {
-    serde_json::from_str(&stdout(output)).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}):\n{}\nstderr:\n{}",
-            stdout(output),
-            stderr(output)
-        )
-    })
-}
 
 fn run_sweep(dir: &Path, toml: &str) -> std::path::PathBuf {
     let config = dir.join("sweep.toml");
