@@ -57,7 +57,7 @@ pub enum StoreError {
     )]
     SchemaMismatch { path: String, version: i64 },
     /// The database (or its directory) cannot be created or written.
-    #[error("{path}: cannot create or write the database ({reason}); check that the directory exists and is writable")]
+    #[error("{path}: cannot create or write the database ({reason}); check that the directory exists and that it and the file are writable")]
     NotWritable { path: String, reason: String },
     /// `open_existing` found no database at the path.
     #[error("{path}: no lifesweep database there; pass the file that `lifesweep run` or `lifesweep submit` wrote")]
@@ -96,8 +96,23 @@ pub enum StoreError {
         path: String,
         source: sqlx::migrate::MigrateError,
     },
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
+    /// Any other database error. Shown once: the sqlx error already carries the server's
+    /// message, so it is not also given as a source (which printed it three times).
+    #[error("database error: {}", db_message(.0))]
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        StoreError::Db(error)
+    }
+}
+
+fn db_message(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(e) => e.message().to_string(),
+        other => other.to_string(),
+    }
 }
 
 fn known_sweeps(known: &[String]) -> String {
@@ -353,6 +368,21 @@ const BUSY_RETRY_LIMIT: Duration = Duration::from_secs(300);
 
 /// The primary SQLite result code of a database error (`SQLITE_BUSY` is 5); None for errors
 /// that are not SQLite's.
+impl Store {
+    /// A database error as the user can act on it: a file that cannot be written (read-only,
+    /// no permission) names the database; anything else is [`StoreError::Db`].
+    pub(crate) fn db_error(&self, error: sqlx::Error) -> StoreError {
+        match sqlite_code(&error) {
+            // SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN
+            Some(3 | 8 | 14) => StoreError::NotWritable {
+                path: self.path.clone(),
+                reason: db_message(&error),
+            },
+            _ => StoreError::Db(error),
+        }
+    }
+}
+
 pub(crate) fn sqlite_code(error: &sqlx::Error) -> Option<i32> {
     match error {
         sqlx::Error::Database(e) if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
@@ -442,8 +472,12 @@ pub(crate) use retry_busy;
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $call:expr) => {
         match &$store.backend {
-            $crate::Backend::Sqlite($pool) => $crate::retry_busy!($call),
-            $crate::Backend::Postgres($pool) => $crate::retry_busy!($call),
+            $crate::Backend::Sqlite($pool) => {
+                $crate::retry_busy!($call).map_err(|e| $store.db_error(e))
+            }
+            $crate::Backend::Postgres($pool) => {
+                $crate::retry_busy!($call).map_err(|e| $store.db_error(e))
+            }
         }
     };
 }
@@ -455,21 +489,35 @@ pub(crate) use on_pool;
 /// transactions (submissions, re-queueing) run one at a time there too. `$tx` is the
 /// transaction; the body commits it (dropping it rolls back).
 macro_rules! in_transaction {
-    ($store:expr, |$tx:ident| $body:block) => {
-        match &$store.backend {
+    ($store:expr, |$tx:ident| $body:block) => {{
+        // The body runs as an async block so that every error in it, `?` included, passes
+        // through `db_error` (a read-only file is named) before the caller returns it.
+        let result: Result<_, $crate::StoreError> = match &$store.backend {
             $crate::Backend::Sqlite(pool) => {
-                let mut $tx = $crate::retry_busy!(pool.begin_with("BEGIN IMMEDIATE").await)?;
-                $body
+                match $crate::retry_busy!(pool.begin_with("BEGIN IMMEDIATE").await) {
+                    Ok(mut $tx) => async { Ok($body) }.await,
+                    Err(e) => Err(e.into()),
+                }
             }
-            $crate::Backend::Postgres(pool) => {
-                let mut $tx = pool.begin().await?;
-                sqlx::query($crate::postgres::WRITE_LOCK)
-                    .execute(&mut *$tx)
-                    .await?;
-                $body
-            }
+            $crate::Backend::Postgres(pool) => match pool.begin().await {
+                Ok(mut $tx) => {
+                    async {
+                        sqlx::query($crate::postgres::WRITE_LOCK)
+                            .execute(&mut *$tx)
+                            .await?;
+                        Ok($body)
+                    }
+                    .await
+                }
+                Err(e) => Err(e.into()),
+            },
+        };
+        match result {
+            Ok(value) => value,
+            Err($crate::StoreError::Db(e)) => return Err($store.db_error(e)),
+            Err(e) => return Err(e),
         }
-    };
+    }};
 }
 pub(crate) use in_transaction;
 

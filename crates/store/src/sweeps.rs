@@ -393,6 +393,9 @@ impl Store {
         .bind(sweep_id)
         .fetch_one(pool)
         .await)?;
+        if text.trim().is_empty() {
+            return Ok(1); // submitted through the API without its file
+        }
         let spec = SweepSpec::parse(&text, &format!("sweep {sweep:?} config_toml"), sweep)
             .map_err(|e| StoreError::Corrupt {
                 what: format!("sweep {sweep:?} config_toml"),

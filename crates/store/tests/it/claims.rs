@@ -32,11 +32,7 @@ async fn jobs_are_claimed_in_grid_order_once_each(db: TestDb) {
     let sweep = seeds_spec("a", 3);
     store.submit_sweep(&sweep, "", 3).await.unwrap();
     for expected in sweep.jobs() {
-        let job = store
-            .claim_next_job("w1", None, LEASE)
-            .await
-            .unwrap()
-            .expect("a job is left");
+        let job = crate::claimed(&store, "w1", None, LEASE).await;
         assert_eq!(
             (&job.key, &job.params, job.attempt, job.sweep.as_str()),
             (&expected.key, &expected.params, 1, "a")
@@ -58,27 +54,14 @@ async fn a_claim_names_a_sweep_or_takes_from_any(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .claim_next_job("w", Some("b"), LEASE)
-            .await
-            .unwrap()
-            .unwrap()
-            .sweep,
+        crate::claimed(&store, "w", Some("b"), LEASE).await.sweep,
         "b"
     );
     assert_eq!(
         store.claim_next_job("w", Some("b"), LEASE).await.unwrap(),
         None
     );
-    assert_eq!(
-        store
-            .claim_next_job("w", None, LEASE)
-            .await
-            .unwrap()
-            .unwrap()
-            .sweep,
-        "a"
-    );
+    assert_eq!(crate::claimed(&store, "w", None, LEASE).await.sweep, "a");
 }
 
 crate::on_both_backends!(
@@ -130,11 +113,7 @@ async fn an_expired_lease_passes_the_job_on_and_the_old_worker_can_write_nothing
         .submit_sweep(&seeds_spec("a", 1), "", 3)
         .await
         .unwrap();
-    let old = store
-        .claim_next_job("w1", None, Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let old = crate::claimed(&store, "w1", None, Duration::ZERO).await;
     let new = claim_when_expired(&store, "w2", LEASE).await;
     assert_eq!((new.job_id, new.attempt), (old.job_id, 2));
 
@@ -172,11 +151,7 @@ async fn a_renewed_lease_keeps_the_job(db: TestDb) {
         .submit_sweep(&seeds_spec("a", 1), "", 3)
         .await
         .unwrap();
-    let job = store
-        .claim_next_job("w1", None, Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    let job = crate::claimed(&store, "w1", None, Duration::ZERO).await;
     // Expired but not yet taken over: the holder may still renew it and finish.
     assert!(store.renew_lease(job.job_id, "w1", LEASE).await.unwrap());
     assert_eq!(store.claim_next_job("w2", None, LEASE).await.unwrap(), None);
@@ -193,11 +168,7 @@ async fn a_job_whose_last_lease_expires_fails_with_the_reason(db: TestDb) {
         .submit_sweep(&seeds_spec("a", 1), "", 2)
         .await
         .unwrap();
-    store
-        .claim_next_job("w1", None, Duration::ZERO)
-        .await
-        .unwrap()
-        .unwrap();
+    crate::claimed(&store, "w1", None, Duration::ZERO).await;
     let second = claim_when_expired(&store, "w2", Duration::ZERO).await;
     assert_eq!(second.attempt, 2);
 
@@ -224,11 +195,7 @@ async fn failures_are_retried_until_attempts_run_out(db: TestDb) {
         .await
         .unwrap();
 
-    let job = store
-        .claim_next_job("w1", None, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let job = crate::claimed(&store, "w1", None, LEASE).await;
     assert!(store
         .fail_job(job.job_id, "w1", 1, "out of memory", true)
         .await
@@ -239,11 +206,7 @@ async fn failures_are_retried_until_attempts_run_out(db: TestDb) {
         ("queued", Some("out of memory"))
     );
 
-    let job = store
-        .claim_next_job("w1", None, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let job = crate::claimed(&store, "w1", None, LEASE).await;
     assert_eq!(job.attempt, 2);
     assert!(store
         .fail_job(job.job_id, "w1", 2, "non-finite loss", true)
@@ -251,11 +214,7 @@ async fn failures_are_retried_until_attempts_run_out(db: TestDb) {
         .unwrap());
 
     // Not retryable: failed at once, attempts left or not.
-    let other = store
-        .claim_next_job("w1", None, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let other = crate::claimed(&store, "w1", None, LEASE).await;
     assert_eq!(other.attempt, 1);
     assert!(store
         .fail_job(other.job_id, "w1", 1, "bad parameters", false)
@@ -279,11 +238,7 @@ async fn failures_are_retried_until_attempts_run_out(db: TestDb) {
     assert_eq!(store.claim_next_job("w1", None, LEASE).await.unwrap(), None);
 
     assert_eq!(store.retry_failed(Some("a")).await.unwrap(), 2);
-    let again = store
-        .claim_next_job("w1", None, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let again = crate::claimed(&store, "w1", None, LEASE).await;
     assert_eq!((again.job_id, again.attempt), (job.job_id, 1));
 }
 
@@ -294,11 +249,7 @@ async fn a_released_job_goes_back_without_using_an_attempt(db: TestDb) {
         .submit_sweep(&seeds_spec("a", 1), "", 1)
         .await
         .unwrap();
-    let job = store
-        .claim_next_job("w1", None, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let job = crate::claimed(&store, "w1", None, LEASE).await;
     assert!(store
         .release_job(job.job_id, "w1", job.attempt)
         .await
@@ -309,11 +260,7 @@ async fn a_released_job_goes_back_without_using_an_attempt(db: TestDb) {
         .unwrap());
     let counts = store.job_counts(None).await.unwrap();
     assert_eq!((counts.queued, counts.running), (1, 0));
-    let again = store
-        .claim_next_job("w2", None, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let again = crate::claimed(&store, "w2", None, LEASE).await;
     assert_eq!((again.job_id, again.attempt), (job.job_id, 1));
 }
 
@@ -328,11 +275,7 @@ async fn cancel_stops_queued_jobs_and_uncancel_brings_them_back(db: TestDb) {
         .submit_sweep(&seeds_spec("b", 1), "", 3)
         .await
         .unwrap();
-    let running = store
-        .claim_next_job("w1", Some("a"), LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let running = crate::claimed(&store, "w1", Some("a"), LEASE).await;
     assert_eq!(store.cancel(Some("a")).await.unwrap(), 2);
     assert_eq!(
         store.claim_next_job("w1", Some("a"), LEASE).await.unwrap(),
@@ -418,16 +361,8 @@ async fn the_jobs_of_dead_workers_go_back_at_once(db: TestDb) {
         })
         .await
         .unwrap();
-    let lost = store
-        .claim_next_job("host-1", None, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
-    let kept = store
-        .claim_next_job("host-2", None, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let lost = crate::claimed(&store, "host-1", None, LEASE).await;
+    let kept = crate::claimed(&store, "host-2", None, LEASE).await;
     store.worker_heartbeat("host-2").await.unwrap();
 
     let on_host = store.workers_on_host("host").await.unwrap();
@@ -472,11 +407,7 @@ async fn runs_round_trip_metrics_loss_curves_and_non_finite_numbers(db: TestDb) 
         .submit_sweep(&seeds_spec("a", 3), "", 3)
         .await
         .unwrap();
-    let first = store
-        .claim_next_job("w1", None, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let first = crate::claimed(&store, "w1", None, LEASE).await;
     let mut full = record(1.0);
     full.weights_path = Some("runs-weights/a/key.safetensors".into());
     assert!(store
@@ -484,11 +415,7 @@ async fn runs_round_trip_metrics_loss_curves_and_non_finite_numbers(db: TestDb) 
         .await
         .unwrap());
 
-    let second = store
-        .claim_next_job("w1", None, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let second = crate::claimed(&store, "w1", None, LEASE).await;
     let mut diverged = metrics(0.0);
     diverged.final_loss = f64::NAN;
     diverged.loss_curve = vec![

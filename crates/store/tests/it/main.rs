@@ -13,7 +13,7 @@ mod walks;
 use std::path::{Path, PathBuf};
 
 use lifesweep_spec::{LossPoint, RunMetrics, SweepSpec};
-use lifesweep_store::{RunRecord, Store};
+use lifesweep_store::{ClaimedJob, RunRecord, Store};
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::Connection;
@@ -203,6 +203,20 @@ pub async fn open(path: &Path) -> Store {
 /// A sweep from config text (name "test" unless the text names it).
 pub fn spec(text: &str) -> SweepSpec {
     SweepSpec::parse(text, "test.toml", "test").expect("test config parses")
+}
+
+/// Claims the next job, which the test knows is there.
+pub async fn claimed(
+    store: &Store,
+    worker: &str,
+    sweep: Option<&str>,
+    lease: std::time::Duration,
+) -> ClaimedJob {
+    store
+        .claim_next_job(worker, sweep, lease)
+        .await
+        .unwrap()
+        .expect("a job to claim")
 }
 
 /// A sweep of `seeds` jobs of one grid point, finishing instantly if trained.

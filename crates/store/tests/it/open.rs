@@ -257,11 +257,7 @@ async fn the_runs_view_has_a_column_per_parameter_and_metric(db: TestDb) {
         .submit_sweep(&seeds_spec("a", 2), "", 3)
         .await
         .unwrap();
-    let job = store
-        .claim_next_job("w1", None, std::time::Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let job = crate::claimed(&store, "w1", None, std::time::Duration::from_secs(60)).await;
     assert!(store
         .complete_job(job.job_id, "w1", job.attempt, &crate::record(1.0))
         .await

@@ -129,11 +129,7 @@ async fn times_come_from_the_database_clock() {
         .submit_sweep(&seeds_spec("a", 1), "", 3)
         .await
         .unwrap();
-    store
-        .claim_next_job("w", None, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    crate::claimed(&store, "w", None, LEASE).await;
     let lease = db
         .strings("SELECT (lease_expires_at - claimed_at)::text FROM jobs")
         .await;

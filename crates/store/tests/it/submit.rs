@@ -38,11 +38,7 @@ crate::on_both_backends!(extending_adds_only_new_points_and_removing_values_dele
 async fn extending_adds_only_new_points_and_removing_values_deletes_nothing(db: TestDb) {
     let store = db.open().await;
     store.submit_sweep(&spec(GRID), GRID, 3).await.unwrap();
-    let job = store
-        .claim_next_job("w1", None, std::time::Duration::from_secs(60))
-        .await
-        .unwrap()
-        .unwrap();
+    let job = crate::claimed(&store, "w1", None, std::time::Duration::from_secs(60)).await;
     assert!(store
         .complete_job(job.job_id, "w1", job.attempt, &crate::record(1.0))
         .await
@@ -207,4 +203,24 @@ async fn saves_weights_looks_at_the_jobs_that_may_still_run(db: TestDb) {
     }
     assert!(!store.saves_weights(Some("saving")).await.unwrap());
     assert!(!store.saves_weights(None).await.unwrap());
+}
+
+crate::on_both_backends!(fuse_seeds_is_read_from_the_latest_config);
+async fn fuse_seeds_is_read_from_the_latest_config(db: TestDb) {
+    let store = db.open().await;
+    store.submit_sweep(&spec(GRID), GRID, 3).await.unwrap();
+    assert_eq!(store.fuse_seeds("grid").await.unwrap(), 1);
+    let fused = GRID.replace("description = \"first\"", "fuse_seeds = 4");
+    store.submit_sweep(&spec(&fused), &fused, 3).await.unwrap();
+    assert_eq!(store.fuse_seeds("grid").await.unwrap(), 4);
+    // submitted through the API without its text: unfused
+    store
+        .submit_sweep(&seeds_spec("bare", 2), "", 3)
+        .await
+        .unwrap();
+    assert_eq!(store.fuse_seeds("bare").await.unwrap(), 1);
+    assert!(matches!(
+        store.fuse_seeds("nope").await,
+        Err(StoreError::UnknownSweep { .. })
+    ));
 }

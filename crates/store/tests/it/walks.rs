@@ -45,11 +45,7 @@ async fn two_done_runs(db: &TestDb) -> (Store, Vec<(i64, String)>) {
         .unwrap();
     let mut runs = Vec::new();
     for rate in [0.5, 1.0] {
-        let job = store
-            .claim_next_job("w", None, LEASE)
-            .await
-            .unwrap()
-            .unwrap();
+        let job = crate::claimed(&store, "w", None, LEASE).await;
         assert!(job.walk.is_none());
         store
             .complete_job(job.job_id, "w", job.attempt, &record(rate))
@@ -76,11 +72,7 @@ async fn walks_are_queued_once_claimed_and_finished_with_their_points(db: TestDb
     assert_eq!(store.runs(Some("s")).await.unwrap().len(), 2);
     assert_eq!(db.integer("SELECT count(*) FROM runs").await, 2);
 
-    let job = store
-        .claim_next_job("w2", None, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let job = crate::claimed(&store, "w2", None, LEASE).await;
     assert_eq!(job.walk.as_ref(), Some(&requests[0].spec));
     assert_eq!(job.sweep, "s");
     // a fused claim never takes two walks, nor a walk and a run
