@@ -15,6 +15,58 @@ pub const EXIT_FAILED_JOBS: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
 pub const EXIT_INTERRUPTED: u8 = 130;
 
+/// The reader of stdout went away (`lifesweep results | head`): the command ends quietly.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes the command's output to stdout. A closed pipe is [`StdoutClosed`]; any other failure
+/// (a full disk) is an error that says so, instead of the panic of `print!`.
+pub fn write_stdout(args: std::fmt::Arguments) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(args).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::anyhow!("cannot write the output to stdout: {e}")),
+    }
+}
+
+/// `print!` that returns the write's failure from the calling function (see [`write_stdout`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::common::write_stdout(format_args!($($arg)*))?
+    };
+}
+
+/// `println!` that returns the write's failure from the calling function.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::common::write_stdout(format_args!("\n"))?
+    };
+    ($($arg:tt)*) => {
+        $crate::common::write_stdout(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// `eprintln!` that never panics: a message that cannot reach stderr is dropped.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub fn init_tracing(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "error",

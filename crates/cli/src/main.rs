@@ -20,8 +20,9 @@ fn main() -> ExitCode {
     common::init_tracing(cli.verbose, cli.quiet);
     match commands::dispatch(cli) {
         Ok(code) => code,
+        Err(error) if error.is::<common::StdoutClosed>() => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            crate::say!("error: {error:#}");
             ExitCode::from(common::EXIT_BAD_INPUT)
         }
     }

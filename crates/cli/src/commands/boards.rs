@@ -32,20 +32,20 @@ pub fn boards(args: BoardsArgs) -> Result<ExitCode> {
                 .iter()
                 .map(|(board, target)| json!({"board": board.rows(), "target": target.rows()}))
                 .collect();
-            println!("{}", serde_json::to_string(&list)?);
+            crate::outln!("{}", serde_json::to_string(&list)?);
         }
         BoardsFormat::Text => {
             for (i, (board, target)) in pairs.iter().enumerate() {
-                println!(
+                crate::outln!(
                     "board {} -> after {} step(s) of {}",
                     i + 1,
                     args.steps,
                     rule
                 );
                 for (a, b) in board.to_string().lines().zip(target.to_string().lines()) {
-                    println!("{a}   {b}");
+                    crate::outln!("{a}   {b}");
                 }
-                println!();
+                crate::outln!();
             }
         }
     }

@@ -12,7 +12,7 @@ pub fn cancel(args: CancelArgs, quiet: bool) -> Result<ExitCode> {
         let sweep = store.resolve_sweep(args.sweep.as_deref()).await?;
         let cancelled = store.cancel(Some(&sweep)).await?;
         if !quiet {
-            println!(
+            crate::outln!(
                 "sweep {sweep}: cancelled {cancelled} queued job(s); jobs already running finish; \
                  `lifesweep retry {sweep} --cancelled` queues them again"
             );

@@ -46,7 +46,7 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
 fn write_or_print(out: Option<&Path>, text: &str) -> Result<ExitCode> {
     match out {
         Some(path) => write_file(path, text.as_bytes())?,
-        None => print!("{text}"),
+        None => crate::out!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }

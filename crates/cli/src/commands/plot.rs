@@ -113,14 +113,14 @@ fn write_and_list(out: &Path, figures: &[Figure], what: &str, quiet: bool) -> Re
     create_dir(out)?;
     let written = write_figures(out, figures)?;
     if !quiet {
-        println!(
+        crate::outln!(
             "{what} {} figures ({} files) in {}",
             figures.len(),
             written.len(),
             out.display()
         );
         for path in &written {
-            println!("  {}", path.display());
+            crate::outln!("  {}", path.display());
         }
     }
     Ok(ExitCode::SUCCESS)

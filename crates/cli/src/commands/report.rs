@@ -124,7 +124,7 @@ pub fn report(args: ReportArgs, quiet: bool) -> Result<ExitCode> {
     let markdown = args.out.join("report.md");
     write_file(&markdown, report.render_markdown().as_bytes())?;
     if !quiet {
-        println!(
+        crate::outln!(
             "sweep {}: {} and {} (with {} figure files) in {}",
             runs.sweep,
             html.display(),

@@ -63,7 +63,7 @@ pub fn results(args: ResultsArgs) -> Result<ExitCode> {
         if args.format == OutputFormat::Table && !args.runs && !args.walks && !args.wide {
             table = table.select(|c| !WIDE_ONLY_COLUMNS.contains(&c));
         }
-        print!("{}", table.render(args.format.into())?);
+        crate::out!("{}", table.render(args.format.into())?);
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -24,7 +24,7 @@ pub fn retry(args: RetryArgs, quiet: bool) -> Result<ExitCode> {
             0
         };
         if !quiet {
-            println!(
+            crate::outln!(
                 "sweep {sweep}: re-queued {failed} failed and {cancelled} cancelled job(s); \
                  run them with `lifesweep resume {sweep} --db {}`",
                 args.db.db

@@ -39,7 +39,7 @@ pub fn run(args: RunArgs, quiet: bool, verbose: u8) -> Result<ExitCode> {
         let store = common::open_store(&args.db.db).await?;
         let submitted = store.submit_sweep(&spec, &text, args.max_attempts).await?;
         if !quiet {
-            eprintln!(
+            crate::say!(
                 "sweep {}: {} jobs ({} new, {} already present) in {}",
                 spec.name,
                 submitted.added + submitted.existing,
@@ -154,7 +154,7 @@ pub async fn drive_sweep(
     if format == OutputFormat::Table {
         table = table.select(|c| !lifesweep_results::WIDE_ONLY_COLUMNS.contains(&c));
     }
-    print!("{}", table.render(format.into())?);
+    crate::out!("{}", table.render(format.into())?);
     Ok(exit_code(&outcome, resume_hint))
 }
 
@@ -168,10 +168,10 @@ pub async fn run_pool(
 ) -> Result<SchedulerOutcome> {
     let requeued = requeue_dead_local_workers(store).await?;
     if requeued > 0 && !quiet {
-        eprintln!("re-queued {requeued} job(s) whose worker on this host is gone");
+        crate::say!("re-queued {requeued} job(s) whose worker on this host is gone");
     }
     if !quiet {
-        eprintln!("running with {}", describe_placements(&config.placements));
+        crate::say!("running with {}", describe_placements(&config.placements));
     }
     let mut progress = Progress::new(quiet);
     let outcome = run_scheduler(store, config, stop, |counts| progress.update(counts)).await?;
@@ -183,7 +183,7 @@ pub async fn run_pool(
 pub fn exit_code(outcome: &SchedulerOutcome, resume_hint: &str) -> ExitCode {
     let counts = &outcome.counts;
     if outcome.interrupted {
-        eprintln!(
+        crate::say!(
             "interrupted: {} done, {} not yet run; continue with `{resume_hint}` (finished runs are kept)",
             counts.done,
             counts.queued + counts.running,
@@ -191,7 +191,7 @@ pub fn exit_code(outcome: &SchedulerOutcome, resume_hint: &str) -> ExitCode {
         return ExitCode::from(common::EXIT_INTERRUPTED);
     }
     if counts.failed > 0 {
-        eprintln!(
+        crate::say!(
             "{} job(s) failed; see `lifesweep status` for their errors, `lifesweep retry --failed` to run them again",
             counts.failed
         );
@@ -265,9 +265,11 @@ impl Progress {
                 .last_line
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(5));
             if due && finished != self.last_done {
-                eprintln!(
+                crate::say!(
                     "progress: {finished}/{total} finished ({} failed), {} running, {} queued",
-                    counts.failed, counts.running, counts.queued
+                    counts.failed,
+                    counts.running,
+                    counts.queued
                 );
                 self.last_line = Some(Instant::now());
                 self.last_done = finished;
@@ -280,9 +282,13 @@ impl Progress {
             bar.finish_and_clear();
         }
         if !self.quiet {
-            eprintln!(
+            crate::say!(
                 "finished: {} done, {} failed, {} queued, {} running, {} cancelled",
-                counts.done, counts.failed, counts.queued, counts.running, counts.cancelled
+                counts.done,
+                counts.failed,
+                counts.queued,
+                counts.running,
+                counts.cancelled
             );
         }
     }

@@ -77,9 +77,9 @@ fn submit(args: SlurmSubmitArgs, quiet: bool) -> Result<ExitCode> {
         weights_dir,
     };
     if args.dry_run {
-        print!("{}", script.render());
+        crate::out!("{}", script.render());
         if !quiet {
-            eprintln!(
+            crate::say!(
                 "dry run: sweep {} has {} jobs; nothing written, nothing submitted",
                 spec.name,
                 spec.jobs().len()
@@ -102,7 +102,7 @@ fn submit(args: SlurmSubmitArgs, quiet: bool) -> Result<ExitCode> {
         let shown = store.path().to_string();
         store.close().await;
         if !quiet {
-            println!(
+            crate::outln!(
                 "sweep {}: {} jobs added, {} already present ({shown})",
                 spec.name, outcome.added, outcome.existing
             );
@@ -112,7 +112,7 @@ fn submit(args: SlurmSubmitArgs, quiet: bool) -> Result<ExitCode> {
         let unfinished = counts.unfinished();
         if unfinished == 0 {
             if !quiet {
-                println!(
+                crate::outln!(
                     "nothing left to run ({} done, {} failed, {} cancelled); no job array submitted",
                     counts.done, counts.failed, counts.cancelled
                 );
@@ -125,12 +125,12 @@ fn submit(args: SlurmSubmitArgs, quiet: bool) -> Result<ExitCode> {
             .min(u32::try_from(unfinished).unwrap_or(u32::MAX));
         let job_id = run_sbatch(&sbatch, &script.render())?;
         if !quiet {
-            println!(
+            crate::outln!(
                 "submitted job array {job_id}: {} workers for {unfinished} unfinished jobs ({})",
                 script.tasks,
                 script.job_name()
             );
-            println!("watch it with: lifesweep slurm status {} --db '{shown}'", spec.name);
+            crate::outln!("watch it with: lifesweep slurm status {} --db '{shown}'", spec.name);
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -446,9 +446,9 @@ fn status(args: SlurmStatusArgs) -> Result<ExitCode> {
     })?;
     match args.format {
         OutputFormat::Json => {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&report)?);
         }
-        OutputFormat::Table | OutputFormat::Csv => print!("{}", render_status(&report)),
+        OutputFormat::Table | OutputFormat::Csv => crate::out!("{}", render_status(&report)),
     }
     Ok(if report.squeue_error.is_some() {
         ExitCode::from(common::EXIT_BAD_INPUT)

@@ -33,7 +33,7 @@ pub fn status(args: StatusArgs) -> Result<ExitCode> {
             .map(|s| s.axes)
             .unwrap_or_default();
         let progress = progress(&sweep, counts, finished, window_seconds, failures);
-        print!("{}", progress.render(args.format.into(), &axes)?);
+        crate::out!("{}", progress.render(args.format.into(), &axes)?);
         Ok(ExitCode::SUCCESS)
     })
 }

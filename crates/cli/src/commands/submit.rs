@@ -13,7 +13,7 @@ pub fn submit(args: SubmitArgs, quiet: bool) -> Result<ExitCode> {
             .iter()
             .map(|a| format!("{} ({} values)", a.key, a.values.len()))
             .collect();
-        println!(
+        crate::outln!(
             "sweep {}: {} jobs over {}; dry run, nothing written",
             spec.name,
             spec.jobs().len(),
@@ -30,9 +30,12 @@ pub fn submit(args: SubmitArgs, quiet: bool) -> Result<ExitCode> {
         let store = common::open_store(&args.db.db).await?;
         let outcome = store.submit_sweep(&spec, &text, args.max_attempts).await?;
         if !quiet {
-            println!(
+            crate::outln!(
                 "sweep {}: {} jobs added, {} already present ({})",
-                spec.name, outcome.added, outcome.existing, args.db.db
+                spec.name,
+                outcome.added,
+                outcome.existing,
+                args.db.db
             );
         }
         Ok(ExitCode::SUCCESS)

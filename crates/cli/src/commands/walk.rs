@@ -135,9 +135,10 @@ async fn walk_one(
     let existing = stored_walk(store, &row.sweep, &spec).await?;
     let walk = match existing {
         Some(walk) => {
-            eprintln!(
+            crate::say!(
                 "this walk of run {} is already in the database (walk job {}); showing it",
-                row.key, walk.job_id
+                row.key,
+                walk.job_id
             );
             walk
         }
@@ -156,9 +157,10 @@ async fn walk_one(
                 .record_walk(&request, &worker_id, &point_records(&walked))
                 .await?;
             if walked.aligned {
-                eprintln!(
+                crate::say!(
                     "aligned the hidden channels: L1 distance to the solution {:.4} -> {:.4}",
-                    walked.distance_to_solution.0, walked.distance_to_solution.1
+                    walked.distance_to_solution.0,
+                    walked.distance_to_solution.1
                 );
             }
             match stored_walk(store, &row.sweep, &spec).await? {
@@ -167,9 +169,9 @@ async fn walk_one(
             }
         }
     };
-    print!("{}", walk_points_table(&walk).render(args.format.into())?);
+    crate::out!("{}", walk_points_table(&walk).render(args.format.into())?);
     if let Some(s) = summarise(&walk) {
-        eprintln!(
+        crate::say!(
             "loss {:.4e} at the run, highest {:.4e} on the way (barrier {:.4e}), {:.4e} at the end; success rate at the end {}",
             s.loss_start, s.loss_max, s.barrier, s.loss_end, s.success_end
         );
@@ -243,7 +245,7 @@ async fn walk_sweep(
     }
     let (added, existing) = store.submit_walks(&requests, WALK_ATTEMPTS).await?;
     if !quiet {
-        eprintln!(
+        crate::say!(
             "sweep {sweep}: {} walk job(s) ({added} new, {existing} already there){}",
             requests.len(),
             if unsaved > 0 {
@@ -255,7 +257,7 @@ async fn walk_sweep(
     }
     let Some(placements) = pool else {
         if !quiet {
-            eprintln!(
+            crate::say!(
                 "queued; workers run them (`lifesweep resume {sweep} --db {}`, `lifesweep work`, or a Slurm array)",
                 args.db.db
             );
@@ -280,7 +282,7 @@ async fn walk_sweep(
         .into_iter()
         .filter(|w| keys.contains(&w.spec.key()))
         .collect();
-    print!("{}", walks_table(&walks).render(args.format.into())?);
+    crate::out!("{}", walks_table(&walks).render(args.format.into())?);
     let hint = format!(
         "lifesweep walk --sweep {sweep} --db {} (walks already done are kept)",
         args.db.db

@@ -311,3 +311,74 @@ fn postgres_needs_weights_dir_when_a_job_saves_weights() {
     let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(names.len(), 1, "nothing written beside the config");
 }
+
+/// Makes a file read-only for the test's lifetime: `chattr +i` as root (whom file modes do
+/// not stop), mode 0444 otherwise; undone on drop.
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn new(path: &std::path::Path) -> Option<ReadOnly> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let made = if unsafe { libc::geteuid() } == 0 {
+            std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status()
+                .is_ok_and(|s| s.success())
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(path, fs::Permissions::from_mode(0o444)).is_ok()
+        };
+        made.then(|| ReadOnly(path.to_path_buf()))
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+        use std::os::unix::fs::PermissionsExt;
+        let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o644));
+    }
+}
+
+/// A lifesweep database that cannot be written: every writing command exits 2 naming the file
+/// (once, not the driver's message three times), and the file is left as it was.
+#[test]
+fn a_read_only_database_is_named_and_left_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ok.toml");
+    let db = dir.path().join("ro.db");
+    fs::write(&config, GOOD).unwrap();
+    expect_code(
+        lifesweep().arg("submit").arg(&config).arg("--db").arg(&db),
+        0,
+    );
+    let before = fs::read(&db).unwrap();
+    let Some(_read_only) = ReadOnly::new(&db) else {
+        eprintln!("skipped: cannot make {} read-only here", db.display());
+        return;
+    };
+    let extended = dir.path().join("more.toml");
+    fs::write(&extended, GOOD.replace("seed = [1, 2]", "seed = [1, 2, 3]")).unwrap();
+    let commands: [Vec<&std::ffi::OsStr>; 3] = [
+        vec!["submit".as_ref(), extended.as_os_str()],
+        vec!["cancel".as_ref()],
+        vec!["work".as_ref(), "--exit-when-idle".as_ref()],
+    ];
+    for args in commands {
+        let output = expect_code(lifesweep().args(&args).arg("--db").arg(&db), 2);
+        let err = stderr(&output);
+        assert!(
+            err.contains(&format!(
+                "{}: cannot create or write the database",
+                db.display()
+            )),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.matches("readonly").count(), 1, "{args:?}: {err}");
+    }
+    assert_eq!(fs::read(&db).unwrap(), before);
+}

@@ -381,3 +381,55 @@ fn report_is_self_contained_html_and_markdown_with_figures_beside() {
         assert_svg(&out.join(format!("{name}.svg")));
     }
 }
+
+/// Output that cannot be written is an error (exit 2, saying so), not a panic; a reader that
+/// stops early (`| head`) ends the command quietly with 0.
+#[test]
+fn output_that_cannot_be_written_is_an_error_and_a_closed_pipe_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture_db(dir.path());
+    let full = std::fs::File::create("/dev/full").expect("/dev/full");
+    let output = expect_code(
+        lifesweep()
+            .args(["export", "--format", "json", "--db"])
+            .arg(&db)
+            .stdout(full),
+        2,
+    );
+    assert!(
+        stderr(&output).contains("cannot write the output to stdout"),
+        "{}",
+        stderr(&output)
+    );
+
+    let mut child = lifesweep()
+        .args(["results", "--runs", "--format", "json", "--db"])
+        .arg(&db)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before anything is written
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stderr(&output), "");
+}
+
+/// A `--where` value no run can have (a word for a number, yes for a flag) is refused.
+#[test]
+fn where_values_of_the_wrong_kind_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = fixture_db(dir.path());
+    for (filter, says) in [
+        ("steps=abc", "steps is a number"),
+        ("use_sigmoid=yes", "use_sigmoid is true or false"),
+    ] {
+        let output = expect_code(
+            lifesweep()
+                .args(["results", "--where", filter, "--db"])
+                .arg(&db),
+            2,
+        );
+        assert!(stderr(&output).contains(says), "{}", stderr(&output));
+    }
+}
