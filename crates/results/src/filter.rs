@@ -82,6 +82,20 @@ impl Filter {
         if value.is_empty() {
             return Err(bad("the value is missing".into()));
         }
+        // A value that no run can have is refused, not matched against nothing: the
+        // parameter's kind is that of its default.
+        let defaults = crate::params_map(&lifesweep_spec::TrainParams::default());
+        match defaults.get(key) {
+            Some(Value::Number(_)) if value.parse::<f64>().is_err() => {
+                return Err(bad(format!("{key} is a number, and {value:?} is not one")));
+            }
+            Some(Value::Bool(_))
+                if !value.eq_ignore_ascii_case("true") && !value.eq_ignore_ascii_case("false") =>
+            {
+                return Err(bad(format!("{key} is true or false, not {value:?}")));
+            }
+            _ => {}
+        }
         if !matches!(op, Op::Eq | Op::Ne) && value.parse::<f64>().is_err() {
             return Err(bad(format!(
                 "{} compares numbers, and {value:?} is not one",
@@ -141,6 +155,26 @@ mod tests {
             activation,
             ..TrainParams::default()
         })
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_kind_is_refused() {
+        for (filter, says) in [
+            ("steps=abc", "steps is a number"),
+            ("learning_rate!=fast", "learning_rate is a number"),
+            ("use_sigmoid=yes", "use_sigmoid is true or false"),
+        ] {
+            let err = Filter::parse(filter).unwrap_err().to_string();
+            assert!(err.contains(says), "{filter}: {err}");
+        }
+        for ok in [
+            "steps=2",
+            "learning_rate=1e-3",
+            "use_sigmoid=TRUE",
+            "activation=relu",
+        ] {
+            assert!(Filter::parse(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -17,7 +17,19 @@ pub fn wilson_interval(successes: u64, n: u64, z: f64) -> Option<(f64, f64)> {
     let denom = 1.0 + z2 / n;
     let centre = (p + z2 / (2.0 * n)) / denom;
     let half = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / denom;
-    Some(((centre - half).max(0.0), (centre + half).min(1.0)))
+    // At 0 successes the lower bound is 0 exactly, at n the upper is 1 (the closed form
+    // leaves rounding residue such as 2.8e-17 there).
+    let low = if successes == 0 {
+        0.0
+    } else {
+        (centre - half).max(0.0)
+    };
+    let high = if successes as f64 == n {
+        1.0
+    } else {
+        (centre + half).min(1.0)
+    };
+    Some((low, high))
 }
 
 #[cfg(test)]
@@ -26,6 +38,14 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 5e-5
+    }
+
+    #[test]
+    fn no_success_and_all_successes_give_exact_bounds() {
+        for n in 1..=200 {
+            assert_eq!(wilson_interval(0, n, 1.96).unwrap().0, 0.0, "0/{n}");
+            assert_eq!(wilson_interval(n, n, 1.96).unwrap().1, 1.0, "{n}/{n}");
+        }
     }
 
     #[test]
