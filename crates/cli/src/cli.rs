@@ -379,7 +379,8 @@ pub enum ExportFormat {
 pub struct BoardsArgs {
     #[arg(long, default_value = "von-neumann")]
     pub rule: String,
-    #[arg(long, default_value_t = 1)]
+    /// Steps of the rule from each board to its target (as a sweep's `steps`: at least 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub steps: u32,
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub size: u32,

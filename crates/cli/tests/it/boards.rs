@@ -104,4 +104,10 @@ fn boards_are_reproducible_and_drawn_as_text() {
 fn boards_rejects_unknown_rule_and_bad_density() {
     expect_code(lifesweep().args(["boards", "--rule", "moore"]), 2);
     expect_code(lifesweep().args(["boards", "--density", "1.5"]), 2);
+    let zero = expect_code(lifesweep().args(["boards", "--steps", "0"]), 2);
+    assert!(
+        crate::stderr(&zero).contains("--steps"),
+        "{}",
+        crate::stderr(&zero)
+    );
 }
