@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::Connection;
+use sqlx::{ConnectOptions, Connection};
 
 use crate::{retry_busy, Backend, Backoff, Store, StoreError, BUSY_TIMEOUT};
 
@@ -73,7 +73,12 @@ async fn open(target: &str, create: bool) -> Result<Store, StoreError> {
         .create_if_missing(create)
         .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(true)
-        .synchronous(SqliteSynchronous::Normal);
+        .synchronous(SqliteSynchronous::Normal)
+        // a statement slowed by a busy machine or a waiting writer is not the user's concern
+        .log_slow_statements(
+            tracing::log::LevelFilter::Debug,
+            std::time::Duration::from_secs(1),
+        );
 
     let mut conn = SqliteConnection::connect_with(&options)
         .await

@@ -97,7 +97,11 @@ pub(crate) async fn open(target: &str, create: bool) -> Result<Store, StoreError
                 "not a valid PostgreSQL URL ({e}); expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
             ),
         })?
-        .log_statements(tracing::log::LevelFilter::Debug);
+        .log_statements(tracing::log::LevelFilter::Debug)
+        .log_slow_statements(
+            tracing::log::LevelFilter::Debug,
+            std::time::Duration::from_secs(1),
+        );
 
     let mut conn = match PgConnection::connect_with(&options).await {
         Ok(conn) => conn,
