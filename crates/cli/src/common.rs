@@ -84,6 +84,32 @@ pub fn init_tracing(verbose: u8, quiet: bool) {
         .init();
 }
 
+/// What submitting `spec` changes in the settings of its sweep, if it exists already (the
+/// description and `fuse_seeds`, which the jobs do not depend on; changed training parameters
+/// are refused by the store instead), as `key old -> new`.
+pub async fn changed_settings(store: &Store, spec: &SweepSpec) -> Result<Vec<String>> {
+    let Some(existing) = store
+        .sweeps()
+        .await?
+        .into_iter()
+        .find(|s| s.name == spec.name)
+    else {
+        return Ok(Vec::new());
+    };
+    let mut changes = Vec::new();
+    if existing.description != spec.description {
+        changes.push(format!(
+            "description {:?} -> {:?}",
+            existing.description, spec.description
+        ));
+    }
+    let fuse_seeds = store.fuse_seeds(&spec.name).await?;
+    if fuse_seeds != spec.fuse_seeds {
+        changes.push(format!("fuse_seeds {fuse_seeds} -> {}", spec.fuse_seeds));
+    }
+    Ok(changes)
+}
+
 /// Reads and validates a sweep config; nothing is written anywhere if this fails.
 pub fn load_spec(path: &Path) -> Result<(SweepSpec, String)> {
     let origin = path.display().to_string();

@@ -37,7 +37,15 @@ pub fn run(args: RunArgs, quiet: bool, verbose: u8) -> Result<ExitCode> {
     runtime.block_on(async {
         let stop = common::stop_on_signals()?;
         let store = common::open_store(&args.db.db).await?;
+        let changes = common::changed_settings(&store, &spec).await?;
         let submitted = store.submit_sweep(&spec, &text, args.max_attempts).await?;
+        if !quiet && !changes.is_empty() {
+            crate::say!(
+                "sweep {}: settings updated: {}",
+                spec.name,
+                changes.join(", ")
+            );
+        }
         if !quiet {
             crate::say!(
                 "sweep {}: {} jobs ({} new, {} already present) in {}",

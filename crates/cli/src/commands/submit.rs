@@ -28,6 +28,7 @@ pub fn submit(args: SubmitArgs, quiet: bool) -> Result<ExitCode> {
     let runtime = common::runtime()?;
     runtime.block_on(async {
         let store = common::open_store(&args.db.db).await?;
+        let changes = common::changed_settings(&store, &spec).await?;
         let outcome = store.submit_sweep(&spec, &text, args.max_attempts).await?;
         if !quiet {
             crate::outln!(
@@ -37,6 +38,13 @@ pub fn submit(args: SubmitArgs, quiet: bool) -> Result<ExitCode> {
                 outcome.existing,
                 args.db.db
             );
+            if !changes.is_empty() {
+                crate::outln!(
+                    "sweep {}: settings updated: {}",
+                    spec.name,
+                    changes.join(", ")
+                );
+            }
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -484,3 +484,38 @@ fn a_worker_without_fuse_seeds_follows_the_sweep() {
     assert_eq!(single.len(), 2, "{single:?}");
     assert!(single.iter().all(|l| l.contains("fused=1")), "{single:?}");
 }
+
+/// Submitting a sweep again with other settings (not training parameters) says what changed.
+#[test]
+fn resubmitting_with_other_settings_says_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("settings.toml");
+    let db = dir.path().join("settings.db");
+    let named = TINY.replace("name = \"tiny\"", "name = \"settings\"\nfuse_seeds = 2");
+    fs::write(&config, &named).unwrap();
+    let first = expect_code(
+        lifesweep().arg("submit").arg(&config).arg("--db").arg(&db),
+        0,
+    );
+    assert!(
+        !stdout(&first).contains("settings updated"),
+        "{}",
+        stdout(&first)
+    );
+    fs::write(
+        &config,
+        named.replace("fuse_seeds = 2", "fuse_seeds = 1\ndescription = \"narrow\""),
+    )
+    .unwrap();
+    let again = expect_code(
+        lifesweep().arg("submit").arg(&config).arg("--db").arg(&db),
+        0,
+    );
+    assert!(
+        stdout(&again).contains(
+            "sweep settings: settings updated: description \"\" -> \"narrow\", fuse_seeds 2 -> 1"
+        ),
+        "{}",
+        stdout(&again)
+    );
+}
