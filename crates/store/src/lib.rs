@@ -108,7 +108,7 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-fn db_message(error: &sqlx::Error) -> String {
+pub(crate) fn db_message(error: &sqlx::Error) -> String {
     match error {
         sqlx::Error::Database(e) => e.message().to_string(),
         other => other.to_string(),
@@ -366,23 +366,29 @@ pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// the busy timeout), or that PostgreSQL chose as a deadlock victim.
 const BUSY_RETRY_LIMIT: Duration = Duration::from_secs(300);
 
-/// The primary SQLite result code of a database error (`SQLITE_BUSY` is 5); None for errors
-/// that are not SQLite's.
 impl Store {
-    /// A database error as the user can act on it: a file that cannot be written (read-only,
-    /// no permission) names the database; anything else is [`StoreError::Db`].
+    /// A database error as the user can act on it (see [`db_error_at`]).
     pub(crate) fn db_error(&self, error: sqlx::Error) -> StoreError {
-        match sqlite_code(&error) {
-            // SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN
-            Some(3 | 8 | 14) => StoreError::NotWritable {
-                path: self.path.clone(),
-                reason: db_message(&error),
-            },
-            _ => StoreError::Db(error),
-        }
+        db_error_at(error, &self.path)
     }
 }
 
+/// A database error of the database shown as `path`: a file that cannot be written (read-only,
+/// no permission) is [`StoreError::NotWritable`] naming it; anything else is
+/// [`StoreError::Db`].
+pub(crate) fn db_error_at(error: sqlx::Error, path: &str) -> StoreError {
+    match sqlite_code(&error) {
+        // SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN
+        Some(3 | 8 | 14) => StoreError::NotWritable {
+            path: path.to_string(),
+            reason: db_message(&error),
+        },
+        _ => StoreError::Db(error),
+    }
+}
+
+/// The primary SQLite result code of a database error (`SQLITE_BUSY` is 5); None for errors
+/// that are not SQLite's.
 pub(crate) fn sqlite_code(error: &sqlx::Error) -> Option<i32> {
     match error {
         sqlx::Error::Database(e) if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {

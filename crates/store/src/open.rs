@@ -189,22 +189,13 @@ fn check_file(path: &Path, shown: &str, create: bool) -> Result<(), StoreError> 
 
 /// Maps the errors of opening and first touching a file to what the user can act on.
 fn open_error(error: sqlx::Error, shown: &str) -> StoreError {
-    let message = match &error {
-        sqlx::Error::Database(e) => e.message().to_string(),
-        other => other.to_string(),
-    };
     match crate::sqlite_code(&error) {
-        // SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN
-        Some(3 | 8 | 14) => StoreError::NotWritable {
-            path: shown.to_string(),
-            reason: message,
-        },
         // SQLITE_NOTADB
         Some(26) => StoreError::NotOurs {
             path: shown.to_string(),
-            reason: message,
+            reason: crate::db_message(&error),
         },
-        _ => StoreError::Db(error),
+        _ => crate::db_error_at(error, shown),
     }
 }
 

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use lifesweep_runner::{parse_device, run_worker, WorkerConfig};
-use lifesweep_store::Store;
+use lifesweep_store::{Store, StoreError};
 
 use crate::cli::WorkArgs;
 use crate::common;
@@ -65,15 +65,9 @@ pub fn work(args: WorkArgs) -> Result<ExitCode> {
 /// The named sweep's `[sweep] fuse_seeds`; without a name, that of the database's only sweep,
 /// or 1 when it holds several (or none yet).
 async fn default_fuse_seeds(store: &Store, sweep: Option<&str>) -> Result<usize> {
-    let name = match sweep {
-        Some(name) => name.to_string(),
-        None => {
-            let sweeps = store.sweeps().await?;
-            match sweeps.as_slice() {
-                [only] => only.name.clone(),
-                _ => return Ok(1),
-            }
-        }
-    };
-    Ok(store.fuse_seeds(&name).await?)
+    match store.resolve_sweep(sweep).await {
+        Ok(name) => Ok(store.fuse_seeds(&name).await?),
+        Err(StoreError::NoSweep | StoreError::AmbiguousSweep { .. }) => Ok(1),
+        Err(e) => Err(e.into()),
+    }
 }
